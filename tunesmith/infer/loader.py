@@ -1,0 +1,78 @@
+"""Build an inference engine from a run folder, a model path, or a base model plus an adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunesmith.config.schema import ModelConfig
+from tunesmith.errors import TunesmithError
+
+
+def load_engine(
+    model: str | None = None,
+    adapter: str | None = None,
+    run: str | None = None,
+    template: str | None = None,
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """An HfEngine for `run` (what that run trained, with its template) or for `model` [+ `adapter`]."""
+    from tunesmith.data.template import ChatTemplate
+    from tunesmith.infer.engine import HfEngine
+    from tunesmith.model.load import load_model, load_tokenizer, resolve_source
+    from tunesmith.model.save import is_adapter_folder
+
+    if run:
+        base, adapter_dir, tokenizer_dir = _from_run(Path(run))
+        template = template or "auto"  # the run folder's tokenizer carries the template it trained with
+    elif model:
+        base = ModelConfig(path=model, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
+        adapter_dir = Path(adapter) if adapter else None
+        tokenizer_dir = adapter_dir if adapter_dir and (adapter_dir / "tokenizer_config.json").is_file() else None
+        template = template or base.template
+    else:
+        raise TunesmithError("say what to load: --run RUN_DIR, or --model PATH [--adapter PATH]")
+    if adapter_dir is not None and not is_adapter_folder(adapter_dir):
+        raise TunesmithError(f"{adapter_dir} holds no adapter (adapter_config.json); check --adapter")
+    source = resolve_source(base)
+    tokenizer = load_tokenizer(base, source) if tokenizer_dir is None else _tokenizer_from(tokenizer_dir)
+    network = load_model(base, "cuda" if _cuda() else "cpu", source)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        network = PeftModel.from_pretrained(network, str(adapter_dir))
+    if _cuda():
+        network = network.to("cuda")
+    return HfEngine(network, ChatTemplate(tokenizer, template))
+
+
+def _from_run(run_dir: Path) -> tuple[ModelConfig, Path | None, Path]:
+    """The base model config, adapter folder (None for a full model) and tokenizer folder of a run."""
+    from tunesmith.config import load_config
+    from tunesmith.model.save import is_adapter_folder
+    from tunesmith.train.run import CONFIG_FILE
+
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise TunesmithError(f"{run_dir} is not a tunesmith run folder (no {CONFIG_FILE}); check --run")
+    config = load_config(config_path)
+    if is_adapter_folder(run_dir):
+        return config.model, run_dir, run_dir
+    if (run_dir / "config.json").is_file():
+        return config.model.model_copy(update={"path": str(run_dir), "gguf_file": None}), None, run_dir
+    raise TunesmithError(f"{run_dir} holds no trained weights yet; did the run finish?")
+
+
+def _tokenizer_from(folder: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,1 @@
+"""Models: loading, training methods (lora / full / freeze), saving."""

