@@ -23,6 +23,26 @@ class Text:
 
 
 @dataclass
+class Preference:
+    """A prompt (a conversation ending with a user turn) and two candidate assistant replies."""
+
+    prompt: list[dict[str, str]]
+    chosen: dict[str, str]
+    rejected: dict[str, str]
+    tools: list[dict] | None = None
+
+
+@dataclass
+class KtoExample:
+    """A prompt and one reply labelled desirable or undesirable (KTO)."""
+
+    prompt: list[dict[str, str]]
+    completion: dict[str, str]
+    desirable: bool
+    tools: list[dict] | None = None
+
+
+@dataclass
 class Encoded:
     """A tokenized sample: labels are -100 where no loss is taken."""
 

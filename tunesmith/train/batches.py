@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from tunesmith.data.collator import pad_batch
 from tunesmith.data.records import Encoded
 
 
@@ -21,7 +21,7 @@ class BatchStream:
 
     samples: list[Encoded]
     batch_size: int
-    pad_id: int
+    collate: Callable[[list], dict[str, torch.Tensor]]
     seed: int
     rank: int = 0
     world_size: int = 1
@@ -38,13 +38,13 @@ class BatchStream:
         chunk = order[index * per_step : (index + 1) * per_step]
         mine = chunk[self.rank :: self.world_size] or chunk[:1]
         self.position += 1
-        return pad_batch([self.samples[i] for i in mine], self.pad_id)
+        return self.collate([self.samples[i] for i in mine])
 
     def _epoch_order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.samples), generator=generator).tolist()
 
 
-def eval_batches(samples: list[Encoded], batch_size: int, pad_id: int):
+def eval_batches(samples: list[Encoded], batch_size: int, collate):
     for start in range(0, len(samples), batch_size):
-        yield pad_batch(samples[start : start + batch_size], pad_id)
+        yield collate(samples[start : start + batch_size])

@@ -24,9 +24,10 @@ from tunesmith.train.optim import build_optimizer, build_scheduler
 @dataclass
 class StepResult:
     loss: torch.Tensor  # mean loss over the window's target tokens (a tensor: no host sync until logged)
-    target_tokens: int
+    units: int  # target tokens (token stages) or pairs (preference stages) in the window, all processes
     input_tokens: int
     grad_norm: torch.Tensor | None
+    metrics: dict[str, torch.Tensor]  # the stage's extra metrics, averaged over the window's units
 
 
 class Trainer:
@@ -69,29 +70,33 @@ class Trainer:
 
     def train_step(self) -> StepResult:
         window = [self.stream.next_batch() for _ in range(self.train_config.grad_accum)]
-        local_targets = sum(self.stage.count_targets(batch) for batch in window)
+        local_units = sum(self.stage.count_units(batch) for batch in window)
         # One reduction per step, of a number known on the host before any forward pass.
-        global_targets = int(self.accelerator.reduce(torch.tensor(local_targets, device=self.accelerator.device),
+        global_units = int(self.accelerator.reduce(torch.tensor(local_units, device=self.accelerator.device),
                                                      reduction="sum"))
-        scale = self.accelerator.num_processes / max(global_targets, 1)  # DDP averages gradients over ranks
+        scale = self.accelerator.num_processes / max(global_units, 1)  # DDP averages gradients over ranks
         loss_sum = torch.zeros((), device=self.accelerator.device)
+        metric_sums: dict[str, torch.Tensor] = {}
         for index, batch in enumerate(window):
             batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
             syncing = index == len(window) - 1
             with self.accelerator.no_sync(self.model) if not syncing else nullcontext():
                 with self.accelerator.autocast():
-                    batch_loss = self.stage.loss(self.model, batch)
+                    batch_loss, batch_metrics = self.stage.loss(self.model, batch)
                 self.accelerator.backward(batch_loss * scale)
             loss_sum += batch_loss.detach()
+            for key, value in batch_metrics.items():
+                metric_sums[key] = metric_sums.get(key, 0) + value.detach()
         grad_norm = None
         if self.train_config.max_grad_norm:
             grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.train_config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.accelerator.reduce(loss_sum, reduction="sum") / max(global_targets, 1)
+        per_unit = {key: self.accelerator.reduce(value, reduction="sum") / max(global_units, 1)
+                    for key, value in {"loss": loss_sum, **metric_sums}.items()}
         input_tokens = sum(int(batch["attention_mask"].sum()) for batch in window)
-        return StepResult(loss, global_targets, input_tokens, grad_norm)
+        return StepResult(per_unit.pop("loss"), global_units, input_tokens, grad_norm, per_unit)
 
     def log_step(self, result: StepResult, tokens_per_s: float) -> dict:
         record = {
@@ -100,11 +105,12 @@ class Trainer:
             "loss": float(result.loss),
             "lr": self.scheduler.get_last_lr()[0],
             "tokens": self.tokens_seen,
-            "target_tokens": result.target_tokens,
+            "units": result.units,
             "tokens_per_s": round(tokens_per_s, 1),
         }
         if result.grad_norm is not None:
             record["grad_norm"] = float(result.grad_norm)
+        record.update({key: float(value) for key, value in result.metrics.items()})
         self.metrics.write(record)
         return record
 
@@ -112,11 +118,11 @@ class Trainer:
     def evaluate(self) -> float:
         self.model.eval()
         total, count = torch.zeros((), device=self.accelerator.device), 0
-        for batch in eval_batches(self.val, self.stream.batch_size, self.stream.pad_id):
-            count += self.stage.count_targets(batch)
+        for batch in eval_batches(self.val, self.stream.batch_size, self.stream.collate):
+            count += self.stage.count_units(batch)
             batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
             with self.accelerator.autocast():
-                total += self.stage.loss(self.model, batch).detach()
+                total += self.stage.loss(self.model, batch)[0].detach()
         self.model.train()
         eval_loss = float(total) / max(count, 1)
         self.metrics.write({"step": self.step, "eval_loss": eval_loss, "perplexity": math.exp(min(eval_loss, 50))})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 from tunesmith.config import RunConfig, dump_config
@@ -37,7 +38,8 @@ def train(config: RunConfig) -> Path:
     accelerator.print(data.summary())
     model = apply_method(load_model(config.model, accelerator.device.type, source), config.method)
     accelerator.print(count_parameters(model))
-    stream = BatchStream(data.train, config.train.batch_size, tokenizer.pad_token_id, config.train.seed,
+    collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
+    stream = BatchStream(data.train, config.train.batch_size, collate, config.train.seed,
                          accelerator.process_index, accelerator.num_processes)
     trainer = Trainer(accelerator, model, stage, config.train, stream, data.val, run_dir)
     trainer.run()

@@ -1,27 +1,48 @@
-"""What a stage is: how to encode a record, and the loss of a batch. Stages never look at the method."""
+"""What a stage is: how to encode a record, how to batch, and the loss of a batch.
+
+Stages never look at the method (lora / full / ...): the model they get is already prepared.
+The loop divides every summed quantity a stage returns by the global `count_units` of the accumulation
+window (target tokens for token stages, pairs for preference stages), so accumulation is exact.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from tunesmith.data.collator import pad_batch
+from tunesmith.data.template import IGNORE
 from tunesmith.train.forward import target_logits
 from tunesmith.train.losses import cross_entropy_sum
 
 
-class TokenStage:
-    """Stages trained by next-token cross entropy on labelled tokens (pt, sft)."""
-
+class Stage:
     name = ""
-    record_kind = "conversation"  # what data/formats should produce for this stage: conversation | text
+    record_kind = "conversation"  # what data/formats should produce: conversation | text | preference | kto
 
     def encode(self, record, template, data):
         raise NotImplementedError
 
-    def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Summed token loss of the batch; the loop divides by the window's target-token count."""
-        logits, targets = target_logits(model, batch)
-        return cross_entropy_sum(logits, targets)
+    def collate(self, samples: list, pad_id: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
-    @staticmethod
-    def count_targets(batch: dict[str, torch.Tensor]) -> int:
-        return int((batch["labels"][:, 1:] != -100).sum())
+    def count_units(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many units the batch's loss is summed over (known on the host before the forward pass)."""
+        raise NotImplementedError
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(summed loss, summed extra metrics) over the batch's units."""
+        raise NotImplementedError
+
+
+class TokenStage(Stage):
+    """Stages trained by next-token cross entropy on labelled tokens (pt, sft)."""
+
+    def collate(self, samples, pad_id):
+        return pad_batch(samples, pad_id)
+
+    def count_units(self, batch):
+        return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+    def loss(self, model, batch):
+        logits, targets = target_logits(model, batch)
+        return cross_entropy_sum(logits, targets), {}
