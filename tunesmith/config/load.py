@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,17 @@ def _suggestion(loc: tuple) -> str:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation
+    alias = _key_aliases().get(str(loc[-1]))
+    if alias in model.model_fields:
+        return f" (did you mean '{alias}'?)"
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.5)
     known = ", ".join(model.model_fields)
     return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {known})"
+
+
+@functools.cache
+def _key_aliases() -> dict[str, str]:
+    return yaml.safe_load((Path(__file__).parent / "key_aliases.yaml").read_text(encoding="utf-8"))
 
 
 def dump_config(config: RunConfig) -> str:
