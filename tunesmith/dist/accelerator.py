@@ -1,0 +1,67 @@
+"""The Accelerator for a run: precision, process-group timeout, and the DeepSpeed or FSDP plugin."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tunesmith.config.schema import RunConfig
+from tunesmith.errors import TunesmithError
+
+
+def mixed_precision(precision: str) -> str:
+    """accelerate's name for the configured precision; auto is bf16 on a capable GPU, fp32 elsewhere."""
+    import torch
+
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def make_accelerator(config: RunConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    import torch
+
+    precision = mixed_precision(config.train.precision)
+    kwargs = {
+        "mixed_precision": precision,
+        "cpu": not torch.cuda.is_available(),  # lets several CPU processes train together over gloo
+        # Long enough for rank 0 to tokenize a large dataset while the others wait at the barrier.
+        "kwargs_handlers": [InitProcessGroupKwargs(timeout=timedelta(minutes=config.dist.timeout_minutes))],
+    }
+    if config.dist.engine == "deepspeed":
+        if config.train.grad_accum > 1:
+            # DeepSpeed steps its optimizer inside backward and rescales by its own accumulation count,
+            # which would undo the loop's token-exact normalisation across micro-batches.
+            raise TunesmithError("train.grad_accum > 1 is not supported with dist.engine=deepspeed yet; "
+                                 "raise train.batch_size or the number of processes instead")
+        kwargs["deepspeed_plugin"] = _deepspeed_plugin(config, precision)
+    elif config.dist.engine == "fsdp":
+        if not torch.cuda.is_available():
+            raise TunesmithError("dist.engine=fsdp needs GPUs (accelerate runs FSDP on accelerators only); "
+                                 "use dist.engine=ddp or deepspeed on CPU")
+        kwargs["fsdp_plugin"] = _fsdp_plugin(config)
+    return Accelerator(**kwargs)
+
+
+def _deepspeed_plugin(config: RunConfig, precision: str):
+    from accelerate.utils import DeepSpeedPlugin
+
+    from tunesmith.dist.deepspeed import deepspeed_config
+
+    return DeepSpeedPlugin(hf_ds_config=deepspeed_config(config.dist.deepspeed, config.train, precision))
+
+
+def _fsdp_plugin(config: RunConfig):
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    settings = config.dist.fsdp
+    return FullyShardedDataParallelPlugin(
+        sharding_strategy=settings.sharding.upper(),
+        auto_wrap_policy="transformer_based_wrap",  # one FSDP unit per decoder layer (model._no_split_modules)
+        cpu_offload=settings.offload_params,
+        state_dict_type="SHARDED_STATE_DICT",
+        use_orig_params=True,  # lets frozen and trainable weights (LoRA) share a unit
+        sync_module_states=True,
+    )

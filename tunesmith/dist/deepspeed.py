@@ -1,0 +1,43 @@
+"""DeepSpeed configs generated from our settings (or the user's own JSON)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunesmith.config.schema import DeepSpeedConfig, TrainConfig
+from tunesmith.errors import TunesmithError
+
+
+def deepspeed_config(settings: DeepSpeedConfig, train: TrainConfig, precision: str) -> dict:
+    """A DeepSpeed config whose batch sizes and clipping agree with the train group.
+
+    precision is accelerate's mixed-precision name (no | bf16 | fp16).
+    """
+    if settings.config_file:
+        path = Path(settings.config_file)
+        if not path.is_file():
+            raise TunesmithError(f"dist.deepspeed.config_file {path} does not exist")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise TunesmithError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if settings.offload_params and settings.stage != 3:
+        raise TunesmithError("dist.deepspeed.offload_params needs stage 3; set dist.deepspeed.stage=3")
+    zero: dict = {"stage": settings.stage, "overlap_comm": True, "contiguous_gradients": True}
+    if settings.offload_optimizer and settings.stage > 0:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if settings.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    if settings.stage == 3:
+        # Save full weights at the end so the result loads without DeepSpeed.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_micro_batch_size_per_gpu": train.batch_size,
+        "gradient_accumulation_steps": 1,  # the loop accumulates itself, normalising by target tokens
+        "gradient_clipping": train.max_grad_norm or 0.0,
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "zero_allow_untested_optimizer": True,
+    }
