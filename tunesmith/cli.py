@@ -11,7 +11,7 @@ from tunesmith import __version__
 from tunesmith.errors import TunesmithError
 
 # Modules under tunesmith.commands, in the order `--help` lists them. Each has `register(subparsers)`.
-COMMANDS = ["train", "chat", "env"]
+COMMANDS = ["train", "chat", "api", "data", "env", "eval", "export", "webui", "estimate", "convert_config"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from tunesmith.config import load_config
+    from tunesmith.dist.launch import launch, needs_launch
     from tunesmith.train.run import train
 
-    train(load_config(args.config, args.overrides))
+    config = load_config(args.config, args.overrides)
+    if needs_launch(config.dist):
+        return launch(config.dist, [args.config, *args.overrides])
+    train(config)
     return 0

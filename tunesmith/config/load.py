@@ -14,12 +14,36 @@ from tunesmith.config.schema import RunConfig
 from tunesmith.errors import TunesmithError
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """The validated config in `path` with each `a.b.c=value` override applied on top."""
-    raw = read_yaml(path)
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), notify=None) -> RunConfig:
+    """The validated config in `path` with each `a.b.c=value` override applied on top.
+
+    A LLaMA-Factory training YAML is translated first; `notify` (default: print to stderr) gets the
+    equivalent native YAML and every key that was not applied.
+    """
+    raw = read_run_yaml(path, notify or _print_to_stderr)
     for item in overrides:
         apply_override(raw, item)
     return validate_config(raw, source=str(path))
+
+
+def read_run_yaml(path: str | Path, notify) -> dict[str, Any]:
+    """The raw native config in `path`, translated when it is a LLaMA-Factory YAML."""
+    from tunesmith.config.llamafactory import looks_like_llamafactory, translate
+
+    raw = read_yaml(path)
+    if not looks_like_llamafactory(raw):
+        return raw
+    translation = translate(raw)
+    notes = "".join(f"\n  {line}" for line in translation.notes())
+    notify(f"{path} is a LLaMA-Factory config; as a tunesmith config it reads:\n"
+           f"{yaml.safe_dump(translation.config, sort_keys=False)}{notes}")
+    return translation.config
+
+
+def _print_to_stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -36,6 +36,16 @@ class ModelConfig(Group):
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="Attention kernel. auto: sdpa."
     )
+    quantization_bit: Literal[4, 8] | None = Field(
+        None, description="Load the base weights quantized to 4 or 8 bits with bitsandbytes (for method.kind: "
+        "qlora; needs the `qlora` extra); null loads them unquantized."
+    )
+    quantization_type: Literal["nf4", "fp4"] = Field(
+        "nf4", description="4-bit number format: nf4 (normal float, best for trained weights) or fp4."
+    )
+    double_quantization: bool = Field(
+        True, description="4-bit: also quantize the per-block scales, saving about 0.4 bits per weight."
+    )
 
 
 class LoraConfig(Group):
@@ -46,22 +56,90 @@ class LoraConfig(Group):
         "all-linear",
         description="Modules to adapt: 'all-linear' (every linear layer but the output head) or a list of names.",
     )
+    dora: bool = Field(False, description="DoRA: learn each weight's magnitude apart from its LoRA direction.")
+    rslora: bool = Field(False, description="rsLoRA: scale the update by alpha / sqrt(rank) instead of alpha / rank.")
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description="Modules trained in full and saved beside the adapter, e.g. [embed_tokens, lm_head] after "
+        "adding tokens.",
+    )
 
 
 class FreezeConfig(Group):
-    layers: int = Field(2, ge=1, description="Train the last N decoder layers; everything else stays frozen.")
+    layers: int = Field(
+        2, ge=0, description="Train the last N decoder layers (0: none); everything else stays frozen."
+    )
+    modules: list[str] = Field(
+        default_factory=list,
+        description="Also train the modules with these names or dotted name parts, e.g. [embed_tokens] or "
+        "[mlp]; with layers: 0 only these train.",
+    )
+
+    @model_validator(mode="after")
+    def _something_trains(self) -> "FreezeConfig":
+        if self.layers == 0 and not self.modules:
+            raise ValueError("method.freeze trains nothing: set layers >= 1 or name modules to train")
+        return self
 
 
 class MethodConfig(Group):
-    kind: Literal["lora", "full", "freeze"] = Field("lora", description="How weights are trained.")
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="Settings for kind: lora.")
+    kind: Literal["lora", "qlora", "full", "freeze"] = Field(
+        "lora",
+        description="How weights are trained. full: all of them; freeze: the last layers / named modules; "
+        "lora: low-rank adapters; qlora: lora on a base quantized as model.quantization_bit says.",
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Settings for kind: lora and qlora.")
     freeze: FreezeConfig = Field(default_factory=FreezeConfig, description="Settings for kind: freeze.")
 
 
-class StageConfig(Group):
-    kind: Literal["sft", "pt"] = Field(
-        "sft", description="sft: supervised fine-tuning on conversations; pt: continued pre-training on text."
+class PpoConfig(Group):
+    reward_model: str | None = Field(
+        None, description="Run folder of a finished `stage.kind: rm` run (weights or adapter + value_head.safetensors)."
     )
+    max_new_tokens: int = Field(64, ge=1, description="Longest reply generated per prompt in a rollout.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts: keep this much probability mass.")
+    epochs: int = Field(4, ge=1, description="Optimizer passes over each rollout batch.")
+    clip_range: float = Field(0.2, gt=0, description="Clip of the policy ratio: 1 +- clip_range.")
+    value_clip_range: float = Field(0.2, gt=0, description="Clip of the value change from the rollout's values.")
+    value_coef: float = Field(0.1, ge=0, description="Weight of the value loss beside the policy loss.")
+    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty against the reference model.")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount of GAE.")
+    lam: float = Field(0.95, ge=0, le=1, description="Lambda of GAE.")
+    reward_norm: Literal["none", "batch", "running"] = Field(
+        "none", description="Normalise reward-model scores: by each rollout batch's mean/std, or by running ones."
+    )
+    reward_clip: float | None = Field(None, gt=0, description="Clip (normalised) scores to +-this; null: no clip.")
+    whiten_advantages: bool = Field(True, description="Whiten advantages (zero mean, unit std) over each batch.")
+
+
+class StageConfig(Group):
+    kind: Literal["sft", "pt", "rm", "dpo", "kto", "ppo"] = Field(
+        "sft",
+        description="sft: supervised fine-tuning on conversations; pt: continued pre-training on text; "
+        "rm: reward model on preference pairs; dpo: direct preference optimisation (and IPO, hinge, ORPO, "
+        "SimPO); kto: KTO on desirable/undesirable examples; ppo: PPO against a reward model.",
+    )
+    beta: float = Field(0.1, gt=0, description="dpo/kto: strength of the KL anchor to the reference (SimPO: reward scale).")
+    loss: Literal["sigmoid", "ipo", "hinge", "orpo", "simpo"] = Field(
+        "sigmoid", description="dpo: the preference loss. orpo and simpo need no reference model."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo sigmoid: assumed rate of flipped labels.")
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin gamma.")
+    orpo_lambda: float = Field(0.1, gt=0, description="orpo: weight of the odds-ratio term beside the chosen NLL.")
+    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of desirable examples.")
+    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of undesirable examples.")
+    precompute_ref: bool = Field(
+        False, description="dpo/kto: compute reference log-probs once before training (dropout off), then drop them "
+        "from every step."
+    )
+    ppo: PpoConfig = Field(default_factory=PpoConfig, description="Settings for kind: ppo.")
+
+    @model_validator(mode="after")
+    def _check_ppo_reward_model(self) -> "StageConfig":
+        if self.kind == "ppo" and not self.ppo.reward_model:
+            raise ValueError("stage.ppo.reward_model is required for kind ppo; point it at a finished rm run folder")
+        return self
 
 
 class DataConfig(Group):
@@ -79,6 +157,19 @@ class DataConfig(Group):
     )
     max_samples: int | None = Field(None, ge=1, description="Use at most this many samples from each dataset.")
     train_on_prompt: bool = Field(False, description="Also train on prompt tokens, not only assistant turns.")
+    mask_history: bool = Field(
+        False, description="Train only on the last assistant turn of each conversation; earlier turns are context."
+    )
+    packing: bool = Field(
+        False, description="Concatenate samples into rows of max_length (pt/sft); samples never attend to each "
+        "other (position_ids restart per sample), so the loss is the same as without packing."
+    )
+    num_proc: int = Field(1, ge=1, description="Processes that tokenize the data in parallel.")
+    cache: bool = Field(True, description="Keep tokenized data on disk and reuse it when the inputs are unchanged.")
+    cache_dir: str = Field(
+        "~/.cache/tunesmith/data", description="Where tokenized data is cached, keyed by a hash of the data files' "
+        "contents, template, tokenizer, max_length and masking options."
+    )
 
     @field_validator("datasets", mode="before")
     @classmethod
@@ -96,6 +187,7 @@ SchedulerName = Literal[
     "constant",
     "constant_with_warmup",
     "inverse_sqrt",
+    "reduce_lr_on_plateau",
 ]
 
 
@@ -109,6 +201,16 @@ class TrainConfig(Group):
     lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
     scheduler: SchedulerName = Field("cosine", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of the steps spent warming up linearly.")
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Warm up linearly over this many steps; when set it takes precedence over warmup_ratio."
+    )
+    optimizer: Literal["adamw", "adamw_8bit"] = Field(
+        "adamw",
+        description="adamw: torch AdamW (fused kernel where the device has one); adamw_8bit: bitsandbytes 8-bit "
+        "AdamW (needs the bitsandbytes package), a quarter of the optimizer memory.",
+    )
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW beta1 and beta2.")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float | None = Field(1.0, description="Clip gradients to this global norm; null disables.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -120,6 +222,126 @@ class TrainConfig(Group):
     eval_steps: int | None = Field(
         None, ge=1, description="Evaluate on the validation split every N steps (default: at the end only)."
     )
+    save_total_limit: int | None = Field(
+        None, ge=1, description="Keep only the newest N checkpoints (older ones are deleted); null keeps all."
+    )
+    resume: str | None = Field(
+        None,
+        description="Continue a run: 'auto' picks the newest complete checkpoint in output_dir (or starts fresh "
+        "when there is none); a path picks that checkpoint folder.",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: much less memory, about 30% slower."
+    )
+    neftune_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: add uniform noise of scale alpha/sqrt(length*hidden) to the input "
+        "embeddings while training (5 is typical); null disables."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop when eval_loss has not improved for this many evaluations (needs a "
+        "validation split)."
+    )
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="Extra metric sinks besides metrics.jsonl; each needs its package installed."
+    )
+
+
+class EvalConfig(Group):
+    task: Literal["mmlu", "ceval", "cmmlu", "predict", "loss"] = Field(
+        description="mmlu / ceval / cmmlu: multiple-choice benchmark in that layout; predict: generate for the "
+        "data group's prompts and score BLEU / ROUGE; loss: validation loss and perplexity on the data group."
+    )
+    benchmark_dir: str | None = Field(
+        None, description="Benchmark folder for mmlu / ceval / cmmlu (dev/val/test CSV files per subject)."
+    )
+    split: Literal["auto", "test", "val", "dev"] = Field(
+        "auto", description="Benchmark split to score. auto: val for ceval (its test answers are hidden), else test."
+    )
+    shots: int = Field(5, ge=0, description="Solved examples from the dev split put before each question.")
+    lang: Literal["auto", "en", "zh"] = Field(
+        "auto", description="Prompt language of the benchmark. auto: en for mmlu, zh for ceval and cmmlu."
+    )
+    batch_size: int = Field(8, ge=1, description="Prompts per forward pass or generate call.")
+    max_samples: int | None = Field(
+        None, ge=1, description="Score at most this many questions per subject (benchmarks) or samples (predict, loss)."
+    )
+    seed: int = Field(42, description="Seed for sampling (predict with temperature > 0) and anything random.")
+    out: str | None = Field(
+        None, description="Results JSON file; a table (.txt) and predictions go beside it. Default: "
+        "RUN/eval/TASK.json for a run, else eval/TASK.json."
+    )
+    adapter: str | None = Field(None, description="LoRA adapter folder to apply on model.path.")
+    run: str | None = Field(
+        None, description="Evaluate what this run folder trained (with its template) instead of model.path."
+    )
+    max_new_tokens: int = Field(128, ge=1, description="predict: longest reply generated.")
+    temperature: float = Field(0.0, ge=0, description="predict: sampling temperature; 0 decodes greedily.")
+
+    @model_validator(mode="after")
+    def _check_benchmark_dir(self) -> "EvalConfig":
+        if self.task in ("mmlu", "ceval", "cmmlu") and not self.benchmark_dir:
+            raise ValueError(f"task {self.task} needs the benchmark folder: --data DIR or eval.benchmark_dir")
+        return self
+
+
+GgufKind = Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]
+
+
+class ExportConfig(Group):
+    run: str | None = Field(None, description="Run folder to export. Default: train.output_dir of this config.")
+    out: str | None = Field(None, description="Folder the export is written to; required to export.")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Dtype of the merged safetensors weights. auto: the dtype the base model was saved in."
+    )
+    max_shard_size: str = Field(
+        "5GB", pattern=r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+        description="Largest safetensors shard, e.g. 5GB (decimal units) or 4GiB (binary units).",
+    )
+    gguf: list[GgufKind] = Field(
+        default_factory=list, description="GGUF files to write beside the merged model, one per kind "
+        "(q4_* / q5_* keep the embeddings and output head at q8_0). A comma-separated string is accepted.",
+    )
+    ollama: bool = Field(True, description="Write an Ollama Modelfile next to the first GGUF file.")
+    overwrite: bool = Field(False, description="Replace an existing, non-empty export folder instead of refusing.")
+
+    @field_validator("gguf", mode="before")
+    @classmethod
+    def _split_gguf_kinds(cls, value):
+        if isinstance(value, str):
+            return [kind.strip() for kind in value.split(",") if kind.strip()]
+        return value
+
+
+class DeepSpeedConfig(Group):
+    stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage: 1 shards optimizer states, 2 also gradients, 3 also weights.")
+    offload_optimizer: bool = Field(False, description="Keep optimizer states in CPU memory (ZeRO 1-3).")
+    offload_params: bool = Field(False, description="Keep weights in CPU memory (ZeRO 3 only).")
+    config_file: str | None = Field(
+        None, description="Your own DeepSpeed JSON; used as is instead of one generated from the settings above."
+    )
+
+
+class FsdpConfig(Group):
+    sharding: Literal["full_shard", "shard_grad_op", "hybrid_shard", "no_shard"] = Field(
+        "full_shard", description="What FSDP shards: weights+grads+optimizer (full_shard) or grads+optimizer."
+    )
+    offload_params: bool = Field(False, description="Keep sharded weights in CPU memory between uses.")
+
+
+class DistConfig(Group):
+    nproc_per_node: Union[int, Literal["auto"]] = Field(
+        1, description="Processes on this machine (one per GPU); 'auto' uses every visible GPU."
+    )
+    nnodes: int = Field(1, ge=1, description="Machines taking part.")
+    node_rank: int = Field(0, ge=0, description="This machine's index among nnodes (0 is the master).")
+    master_addr: str = Field("127.0.0.1", description="Address of node 0, reachable from every node.")
+    master_port: int = Field(29500, ge=1, le=65535, description="Free TCP port on node 0 for the rendezvous.")
+    engine: Literal["ddp", "deepspeed", "fsdp"] = Field("ddp", description="How the processes share the work.")
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="Settings for engine: deepspeed.")
+    fsdp: FsdpConfig = Field(default_factory=FsdpConfig, description="Settings for engine: fsdp.")
+    timeout_minutes: int = Field(
+        180, ge=1, description="How long a process waits at a collective (e.g. for rank 0 to tokenize the data)."
+    )
 
 
 class RunConfig(Group):
@@ -128,9 +350,23 @@ class RunConfig(Group):
     stage: StageConfig = Field(default_factory=StageConfig)
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig | None = Field(None, description="What `tunesmith eval CONFIG` evaluates and how.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="What `tunesmith export` writes.")
+    dist: DistConfig = Field(default_factory=DistConfig, description="Multi-process / multi-node training.")
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> "RunConfig":
         if self.data.val_size >= 1 and self.data.val_size != int(self.data.val_size):
             raise ValueError("data.val_size: a count must be a whole number; use a fraction below 1 or an integer")
+        _check_quantization_matches_method(self.model, self.method)
         return self
+
+
+def _check_quantization_matches_method(model: ModelConfig, method: MethodConfig) -> None:
+    if method.kind == "qlora" and model.quantization_bit is None:
+        raise ValueError("method.kind 'qlora' trains on a quantized base: set model.quantization_bit to 4 or 8")
+    if model.quantization_bit is not None and method.kind != "qlora":
+        raise ValueError(
+            f"model.quantization_bit is set but method.kind is '{method.kind}': quantized weights cannot be "
+            "trained directly; use method.kind: qlora or remove model.quantization_bit"
+        )

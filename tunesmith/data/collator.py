@@ -1,9 +1,14 @@
-"""Batches of encoded samples as padded tensors (right padding; labels -100 on padding)."""
+"""Batches of encoded samples as padded tensors (right padding; labels -100 on padding).
+
+Packed rows (data/packing.py) also get `position_ids`, restarting per sample; their padding gets positions
+0, 1, ... of its own, so it forms one more sequence that no real token attends to.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from tunesmith.data.packing import POSITION_IDS
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
 
@@ -13,9 +18,17 @@ def pad_batch(samples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(samples), width), IGNORE, dtype=torch.long)
     attention_mask = torch.zeros((len(samples), width), dtype=torch.long)
+    packed = any(POSITION_IDS in sample.meta for sample in samples)
+    position_ids = torch.arange(width).repeat(len(samples), 1) if packed else None
     for row, sample in enumerate(samples):
         n = len(sample.input_ids)
         input_ids[row, :n] = torch.tensor(sample.input_ids)
         labels[row, :n] = torch.tensor(sample.labels)
         attention_mask[row, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        if packed:
+            position_ids[row, :n] = torch.tensor(sample.meta.get(POSITION_IDS, range(n)))
+            position_ids[row, n:] = torch.arange(width - n)
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    if packed:
+        batch["position_ids"] = position_ids
+    return batch

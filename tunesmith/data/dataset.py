@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-
-from tqdm.auto import tqdm
+from pathlib import Path
 
 from tunesmith.config.schema import DataConfig
-from tunesmith.data.files import read_rows
-from tunesmith.data.formats import convert, fill_vars, to_text
+from tunesmith.data.files import data_files, read_rows
+from tunesmith.data.formats import convert, detect_format, fill_vars
 from tunesmith.data.records import Encoded
-from tunesmith.data.registry import resolve_datasets
+from tunesmith.data.registry import DatasetSpec, resolve_datasets
 from tunesmith.errors import TunesmithError
+
+PACKABLE_KINDS = ("conversation", "text")
 
 
 @dataclass
@@ -21,50 +22,90 @@ class PreparedData:
     val: list[Encoded]
     truncated: int = 0
     dropped: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # records, cached (1 when read from the cache), ...
+    packing_efficiency: float | None = None
 
     def summary(self) -> str:
         tokens = sum(len(sample.input_ids) for sample in self.train)
-        return (
-            f"data: {len(self.train)} train / {len(self.val)} val samples, {tokens:,} train tokens; "
+        unit = "packed rows" if self.packing_efficiency is not None else "samples"
+        text = (
+            f"data: {len(self.train)} train / {len(self.val)} val {unit}, {tokens:,} train tokens; "
             f"{self.truncated} truncated to max_length, {self.dropped} dropped (no target tokens left)"
         )
+        if self.packing_efficiency is not None:
+            text += f"; packing efficiency {self.packing_efficiency:.1%} (real tokens / slots)"
+        if self.counts.get("cached"):
+            text += "; tokens read from the cache"
+        return text
 
 
 def load_records(data: DataConfig, record_kind: str = "conversation") -> list:
     """Typed records of every configured dataset, placeholders filled, at most max_samples from each.
 
-    record_kind 'text' reads plain text for pre-training; 'conversation' converts by the dataset's format.
+    record_kind: 'conversation' -> Conversation, 'text' -> Text, 'preference' -> Preference, 'kto' -> KtoExample.
     """
-    to_record = to_text if record_kind == "text" else convert
+    return _records(resolve_datasets(data.datasets, data.dataset_dir), data, record_kind)
+
+
+def _records(specs: list[DatasetSpec], data: DataConfig, record_kind: str) -> list:
     records = []
-    for spec in resolve_datasets(data.datasets, data.dataset_dir):
-        rows = read_rows(spec.path)
-        limit = min(x for x in (data.max_samples, spec.num_samples, len(rows)) if x is not None)
-        records += [fill_vars(to_record(row, spec, index), data.vars) for index, row in enumerate(rows[:limit])]
+    for spec in specs:
+        limits = [limit for limit in (data.max_samples, spec.num_samples) if limit is not None]
+        records += _dataset_records(spec, data, record_kind, min(limits) if limits else None)
     return records
 
 
-def prepare_data(data: DataConfig, encode, record_kind: str, seed: int) -> PreparedData:
-    """Encode every record with `encode(record) -> Encoded`, truncate, then split off validation."""
-    records = load_records(data, record_kind)
-    encoded, truncated, dropped = [], 0, 0
-    for record in tqdm(records, desc="tokenizing", unit="sample", leave=False):
-        sample = encode(record)
-        if len(sample.input_ids) > data.max_length:
-            sample = Encoded(sample.input_ids[: data.max_length], sample.labels[: data.max_length])
-            truncated += 1
-        if sample.num_targets == 0:
-            dropped += 1
-            continue
-        encoded.append(sample)
-    if not encoded:
+def _dataset_records(spec: DatasetSpec, data: DataConfig, record_kind: str, limit: int | None) -> list:
+    records = []
+    for path in data_files(spec.path):
+        rows = read_rows(path)
+        if spec.formatting == "auto":
+            spec = detect_format(spec, rows[0])
+        for index, row in enumerate(rows[: None if limit is None else limit - len(records)]):
+            record = convert(row, spec, f"{path}: record {index + 1}", record_kind)
+            records.append(fill_vars(record, data.vars))
+        if limit is not None and len(records) >= limit:
+            break
+    return records
+
+
+def prepare_data(data: DataConfig, encode, record_kind: str, seed: int, fingerprint: str | None = None) -> PreparedData:
+    """Encode every record with `encode(record) -> Encoded`, truncate, split off validation, pack if asked.
+
+    With a `fingerprint` of the encoder (cache.encoder_fingerprint) and data.cache on, tokens are cached.
+    """
+    from tunesmith.data.cache import ShardCache, cache_key
+    from tunesmith.data.encoding import encode_records
+
+    if data.packing and record_kind not in PACKABLE_KINDS:
+        raise TunesmithError(f"data.packing works for the pt and sft stages only, not for {record_kind} data; "
+                             "set data.packing: false")
+    specs = resolve_datasets(data.datasets, data.dataset_dir)
+    cache = None
+    if data.cache and fingerprint:
+        folder = Path(data.cache_dir).expanduser() / cache_key(data, specs, record_kind, fingerprint)
+        cache = ShardCache(folder)
+    manifest = cache.manifest() if cache is not None else None
+    if manifest is not None:
+        samples = [sample for index in range(manifest["shards"]) for sample in cache.read(index)[0]]
+        stats = {**manifest["stats"], "cached": 1}
+    else:
+        records = _records(specs, data, record_kind)
+        samples, stats = encode_records(records, encode, data.max_length, data.num_proc, cache)
+    if not samples:
         raise TunesmithError(
-            f"no trainable samples: all {len(records)} were dropped; raise data.max_length ({data.max_length}) "
+            f"no trainable samples: all {stats['records']} were dropped; raise data.max_length ({data.max_length}) "
             "or check that the data has assistant responses"
         )
-    train, val = _split(encoded, data.val_size, seed)
-    return PreparedData(train, val, truncated, dropped)
+    train, val = _split(samples, data.val_size, seed)
+    prepared = PreparedData(train, val, stats["truncated"], stats["dropped"], stats)
+    if data.packing:
+        from tunesmith.data.packing import pack_samples, packing_efficiency
+
+        prepared.train = pack_samples(train, data.max_length)
+        prepared.val = pack_samples(val, data.max_length)
+        prepared.packing_efficiency = packing_efficiency(prepared.train, data.max_length)
+    return prepared
 
 
 def _split(samples: list[Encoded], val_size: float, seed: int) -> tuple[list[Encoded], list[Encoded]]:

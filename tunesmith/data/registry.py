@@ -6,9 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunesmith.data.files import REGISTRY_FILE
 from tunesmith.errors import TunesmithError
-
-REGISTRY_FILE = "dataset_info.json"
 
 
 @dataclass
@@ -16,8 +15,8 @@ class DatasetSpec:
     """One dataset entry: where its file is and how its columns map onto a format."""
 
     name: str
-    path: Path
-    formatting: str = "alpaca"
+    path: Path  # a data file or a folder of them
+    formatting: str = "alpaca"  # alpaca | sharegpt | openai; "auto" (a path given directly) detects it
     ranking: bool = False
     columns: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
@@ -50,12 +49,10 @@ def _resolve(name: str, registry: dict, dataset_dir: Path) -> DatasetSpec:
         return _spec_from_entry(name, registry[name], dataset_dir)
     direct = Path(name) if Path(name).exists() else dataset_dir / name
     if direct.exists():
-        return DatasetSpec(name=name, path=direct)
+        return DatasetSpec(name=name, path=direct, formatting="auto")
     where = dataset_dir / REGISTRY_FILE
     known = ", ".join(sorted(registry)) if registry else f"none ({where} not found)"
-    raise TunesmithError(
-        f"dataset '{name}' is neither in {where} nor a file; known datasets: {known}"
-    )
+    raise TunesmithError(f"dataset '{name}' is neither in {where} nor a file or folder; known datasets: {known}")
 
 
 def _spec_from_entry(name: str, entry: dict, dataset_dir: Path) -> DatasetSpec:

@@ -53,47 +53,64 @@ class ChatTemplate:
         self.source = resolve_template_source(tokenizer, name)
 
     def render(self, messages: list[dict], tools: list | None = None, add_generation_prompt: bool = False) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages,
-            tools=tools,
-            chat_template=self.source,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-        )
+        from jinja2 import TemplateError
+
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages,
+                tools=tools,
+                chat_template=self.source,
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+            )
+        except TemplateError as err:
+            raise TunesmithError(f"template '{self.name}' cannot render this conversation: {err}") from None
 
     def prompt_ids(self, messages: list[dict], tools: list | None = None) -> list[int]:
         """Token ids of a conversation followed by the header of the assistant's reply, for generation."""
         text = self.render(messages, tools, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def encode(self, conversation: Conversation, train_on_prompt: bool = False) -> Encoded:
-        """input_ids of the rendered conversation and labels that keep only the assistant turns."""
+    def encode(self, conversation: Conversation, train_on_prompt: bool = False, mask_history: bool = False) -> Encoded:
+        """input_ids of the rendered conversation and labels that keep only the assistant turns.
+
+        train_on_prompt keeps every token; mask_history keeps only the last assistant turn. A token is trained
+        when it overlaps a trained span, so a token that joins the glue's last space to the reply's first word
+        (as sentencepiece and byte-level BPE do) is learned with the reply.
+        """
         text, spans = self.render_with_spans(conversation.messages, conversation.tools)
-        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = encoding["input_ids"]
+        ids, offsets = self._tokenize_with_offsets(text)
         if train_on_prompt:
-            return Encoded(list(ids), list(ids))
-        labels = [IGNORE] * len(ids)
-        span_index = 0
-        for position, (start, _end) in enumerate(encoding["offset_mapping"]):
-            while span_index < len(spans) and start >= spans[span_index][1]:
-                span_index += 1
-            if span_index == len(spans):
-                break
-            if spans[span_index][0] <= start:
-                labels[position] = ids[position]
-        return Encoded(list(ids), labels)
+            return Encoded(ids, list(ids))
+        return Encoded(ids, span_labels(ids, offsets, spans[-1:] if mask_history else spans))
+
+    def _tokenize_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # the Rust tokenizer directly: the Python wrapper costs as much as the work
+            encoding = backend.encode(text, add_special_tokens=False)
+            return encoding.ids, encoding.offsets
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(encoding["input_ids"]), encoding["offset_mapping"]
 
     def render_with_spans(self, messages: list[dict], tools: list | None = None) -> tuple[str, list[tuple[int, int]]]:
         """The rendered text and the character spans [start, end) of the assistant turns in it."""
         text = self.render(messages, tools)
-        marked = [dict(message, content=_SENTINEL.format(i)) for i, message in enumerate(messages)]
+        if tools and not all(_tool_name(tool) in text for tool in tools):
+            raise TunesmithError(
+                f"template '{self.name}' drops the tool definitions; pick one that renders tools (qwen3, qwen2_5, "
+                "or the tokenizer's own when it supports tools)"
+            )
+        # Empty contents get no sentinel: templates test contents for emptiness (e.g. before tool calls), and a
+        # reply made only of tool calls is found inside the glue instead (see _calls_in_glue).
+        marked = [dict(m, content=_SENTINEL.format(i)) if m["content"] else m for i, m in enumerate(messages)]
         pieces = _SENTINEL_RE.split(self.render(marked, tools))
+        calls = self._calls_in_glue(messages, marked, tools, pieces)
         rebuilt: list[str] = []
         spans: list[tuple[int, int]] = []
         length = 0
         for k, piece in enumerate(pieces):
             if k % 2 == 0:  # template glue
+                spans += [(length + start, length + end) for start, end in calls.get(k, [])]
                 rebuilt.append(piece)
                 length += len(piece)
                 continue
@@ -101,8 +118,7 @@ class ChatTemplate:
             content = message["content"]
             rebuilt.append(content)
             if message["role"] == "assistant":
-                closing = _common_prefix(pieces[k + 1], self._turn_closing)
-                spans.append((length, length + len(content) + len(closing)))
+                spans.append((length, length + len(content) + self._reply_tail(message, pieces[k + 1])))
             length += len(content)
         if "".join(rebuilt) != text:
             raise TunesmithError(
@@ -110,6 +126,35 @@ class ChatTemplate:
                 "them), so trained tokens cannot be located; strip the data's whitespace or pick another template"
             )
         return text, spans
+
+    def _calls_in_glue(self, messages, marked, tools, pieces) -> dict[int, list[tuple[int, int]]]:
+        """Spans, within their glue piece, of the replies that are only tool calls (empty content).
+
+        The call starts where the glue stops matching a rendering of the same message without its calls.
+        """
+        found: dict[int, list[tuple[int, int]]] = {}
+        for index, message in enumerate(messages):
+            if message["content"] or message["role"] != "assistant" or not message.get("tool_calls"):
+                continue
+            glue_index = 2 * sum(1 for earlier in messages[:index] if earlier["content"])
+            without = [dict(m, tool_calls=None) if i == index else m for i, m in enumerate(marked)]
+            glue, plain = pieces[glue_index], _SENTINEL_RE.split(self.render(without, tools))[glue_index]
+            start = len(_common_prefix(glue, plain))
+            found.setdefault(glue_index, []).append((start, start + self._reply_tail(message, glue[start:])))
+        return found
+
+    def _reply_tail(self, message: dict, glue: str) -> int:
+        """How much of the glue after a reply's content is trained: its tool calls and the turn's closing."""
+        if not message.get("tool_calls"):
+            return len(_common_prefix(glue, self._turn_closing))
+        names = [_tool_name(call) for call in message["tool_calls"]]
+        end = glue.find(self._turn_closing) if self._turn_closing else -1
+        if end < 0 or not all(name in glue[:end] for name in names):
+            raise TunesmithError(
+                f"template '{self.name}' does not render tool calls; pick one that does (qwen3, qwen2_5, or the "
+                "tokenizer's own when it supports tools)"
+            )
+        return end + len(self._turn_closing)
 
     def stop_token_ids(self) -> list[int]:
         """Tokens that end the assistant's reply: EOS, and the template's end-of-turn token when special."""
@@ -128,6 +173,25 @@ class ChatTemplate:
         ]
         rendered = self.render(probe)
         return rendered.split(_SENTINEL.format(1), 1)[1] if _SENTINEL.format(1) in rendered else ""
+
+
+def span_labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> list[int]:
+    """Labels keeping the tokens whose characters [start, end) overlap one of the (sorted) spans."""
+    labels = [IGNORE] * len(ids)
+    span_index = 0
+    for position, (start, end) in enumerate(offsets):
+        while span_index < len(spans) and start >= spans[span_index][1]:
+            span_index += 1
+        if span_index == len(spans):
+            break
+        if end > spans[span_index][0] or start >= spans[span_index][0]:
+            labels[position] = ids[position]
+    return labels
+
+
+def _tool_name(entry: dict) -> str:
+    """The function name of a tool definition or a tool call, in OpenAI's nested or flat shape."""
+    return str(entry.get("function", entry).get("name", ""))
 
 
 def _common_prefix(a: str, b: str) -> str:

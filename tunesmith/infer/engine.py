@@ -1,99 +1,154 @@
-"""The Hugging Face inference engine: generate and stream replies to conversations."""
+"""The Hugging Face inference engine: generate, stream, batch and score conversations.
+
+Every prompt is rendered through `ChatTemplate`, the same one training used, so the model is served with
+exactly the text it was trained on. Chat, the API server, evaluation and the web UI all use this interface;
+the vLLM backend (vllm_engine.py) offers the same methods.
+"""
 
 from __future__ import annotations
 
+import queue
 import threading
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 
 from tunesmith.data.template import ChatTemplate
 from tunesmith.errors import TunesmithError
+from tunesmith.infer.decoding import decode_batch
+from tunesmith.infer.settings import DecodeRequest, DecodeResult, GenerationSettings
 
-
-@dataclass
-class GenerationSettings:
-    max_new_tokens: int = 512
-    temperature: float = 0.7  # 0 means greedy decoding
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
+__all__ = ["ContextTooLong", "DecodeRequest", "DecodeResult", "Engine", "GenerationSettings", "HfEngine"]
 
 
 class ContextTooLong(TunesmithError):
     """The conversation does not fit in the model's context."""
 
 
-class HfEngine:
-    def __init__(self, model, template: ChatTemplate):
-        self.model = model.eval()
+class Engine:
+    """What every backend shares: rendering, context checks, and generate / batch / stream on top of the
+    backend's `run_batch`."""
+
+    backend = "base"
+
+    def __init__(self, template: ChatTemplate, max_context: int | None):
         self.template = template
         self.tokenizer = template.tokenizer
-        self.max_context = getattr(model.config, "max_position_embeddings", None)
+        self.max_context = max_context
 
-    def count_tokens(self, messages: list[dict]) -> int:
-        return len(self.template.prompt_ids(messages))
+    def run_batch(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+        raise NotImplementedError
 
-    def generate(self, messages: list[dict], settings: GenerationSettings | None = None) -> str:
-        return "".join(self.stream(messages, settings))
+    def count_tokens(self, messages: list[dict], tools: list | None = None) -> int:
+        return len(self.template.prompt_ids(messages, tools))
 
-    def stream(self, messages: list[dict], settings: GenerationSettings | None = None) -> Iterator[str]:
-        """Yield the reply text piece by piece as it is generated."""
-        from transformers import TextIteratorStreamer
+    def prompt_ids(self, messages: list[dict], tools: list | None = None) -> list[int]:
+        """The rendered conversation plus the assistant header, checked to leave room for a reply."""
+        ids = self.template.prompt_ids(messages, tools)
+        self.check_fits(len(ids))
+        return ids
 
-        settings = settings or GenerationSettings()
-        prompt = self.template.prompt_ids(messages)
-        self._check_fits(len(prompt))
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = self._generate_kwargs(prompt, settings, streamer)
-        failure: list[BaseException] = []
-
-        def work():
-            try:
-                with torch.no_grad():
-                    self.model.generate(**kwargs)
-            except BaseException as err:  # surfaced to the caller below, not lost in the thread
-                failure.append(err)
-                streamer.end()
-
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        yield from streamer
-        thread.join()
-        if failure:
-            raise failure[0]
-
-    def _check_fits(self, prompt_tokens: int) -> None:
+    def check_fits(self, prompt_tokens: int) -> None:
+        if prompt_tokens == 0:
+            raise TunesmithError("the prompt is empty; give the model some text to continue")
         if self.max_context and prompt_tokens >= self.max_context:
             raise ContextTooLong(
                 f"the conversation is {prompt_tokens} tokens, more than the model's context of "
                 f"{self.max_context}; clear the history (/clear) or shorten the message"
             )
 
-    def _generate_kwargs(self, prompt: list[int], settings: GenerationSettings, streamer) -> dict:
+    def generate(self, messages: list[dict], settings: GenerationSettings | None = None) -> str:
+        return "".join(self.stream(messages, settings))
+
+    def generate_batch(self, conversations: list[list[dict]], settings: GenerationSettings | None = None) -> list[str]:
+        """Replies to several conversations, decoded together in one left-padded batch."""
+        settings = settings or GenerationSettings()
+        requests = [DecodeRequest(self.prompt_ids(messages), settings) for messages in conversations]
+        return [result.text for result in self.run_batch(requests)]
+
+    def stream(self, messages: list[dict], settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Yield the reply text piece by piece as it is generated. Closing the iterator stops generation."""
+        request = DecodeRequest(self.prompt_ids(messages), settings or GenerationSettings())
+        pieces: queue.Queue = queue.Queue()
+        request.on_text = pieces.put
+        failure: list[BaseException] = []
+        done = object()
+
+        def work():
+            try:
+                self.run_batch([request])
+            except BaseException as err:  # surfaced to the caller below, not lost in the thread
+                failure.append(err)
+            finally:
+                pieces.put(done)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        try:
+            while (piece := pieces.get()) is not done:
+                yield piece
+        finally:
+            request.cancelled.set()
+            thread.join()
+        if failure:
+            raise failure[0]
+
+
+
+class HfEngine(Engine):
+    backend = "hf"
+
+    def __init__(self, model, template: ChatTemplate):
+        super().__init__(template, getattr(model.config, "max_position_embeddings", None))
+        self.model = model.eval()
+
+    def run_batch(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+        """Decode prompt ids together; each request's `on_text` receives its text as it becomes final."""
+        for request in requests:
+            self.check_fits(len(request.prompt_ids))
+        return decode_batch(self.model, self.tokenizer, requests, self.template.stop_token_ids(), self.max_context)
+
+    def score(self, messages: list[dict], continuations: list[str]) -> list[float]:
+        """Log-likelihood of each continuation as the start of the assistant's reply to `messages`."""
+        context = self.template.render(messages, add_generation_prompt=True)
+        return [logprob for logprob, _ in self.loglikelihood([(context, c) for c in continuations])]
+
+    def loglikelihood(self, pairs: list[tuple[str, str]], batch_size: int = 8) -> list[tuple[float, bool]]:
+        """For each (context, continuation) text pair: the summed log-probability of the continuation's
+        tokens and whether greedy decoding would have produced exactly them."""
+        encoded = [self._split_tokens(context, continuation) for context, continuation in pairs]
+        results: list[tuple[float, bool]] = []
+        for start in range(0, len(encoded), batch_size):
+            results += self._score_ids(encoded[start:start + batch_size])
+        return results
+
+    def _split_tokens(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        # Tokenize the joined text so the boundary tokens are the ones the model would really see.
+        encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        whole, head = encode(context + continuation), encode(context)
+        cut = len(head)
+        while cut > 0 and whole[:cut] != head[:cut]:
+            cut -= 1
+        if cut == 0 or cut == len(whole):
+            raise TunesmithError("scoring needs a non-empty context and continuation; give both some text")
+        self.check_fits(len(whole) - 1)
+        return whole[:cut], whole[cut:]
+
+    @torch.no_grad()
+    def _score_ids(self, batch: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         device = next(self.model.parameters()).device
-        input_ids = torch.tensor([prompt], device=device)
-        max_new = settings.max_new_tokens
-        if self.max_context:
-            max_new = max(1, min(max_new, self.max_context - len(prompt)))
-        if settings.seed is not None:
-            torch.manual_seed(settings.seed)
-        sampling = settings.temperature > 0
-        kwargs = {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "max_new_tokens": max_new,
-            "do_sample": sampling,
-            "repetition_penalty": settings.repetition_penalty,
-            "eos_token_id": self.template.stop_token_ids(),
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "streamer": streamer,
-        }
-        if sampling:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None)
-        if settings.stop:
-            kwargs.update(stop_strings=settings.stop, tokenizer=self.tokenizer)
-        return kwargs
+        sequences = [context + continuation for context, continuation in batch]
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(batch), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, sequence in enumerate(sequences):  # right padding: positions need no adjusting
+            ids[row, :len(sequence)] = torch.tensor(sequence)
+            mask[row, :len(sequence)] = 1
+        logprobs = torch.log_softmax(self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+        results = []
+        for row, (context, continuation) in enumerate(batch):
+            predicted = logprobs[row, len(context) - 1:len(context) + len(continuation) - 1]
+            target = torch.tensor(continuation, device=device)
+            total = predicted.gather(-1, target.unsqueeze(-1)).sum().item()
+            results.append((total, bool((predicted.argmax(-1) == target).all())))
+        return results

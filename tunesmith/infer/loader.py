@@ -15,8 +15,11 @@ def load_engine(
     template: str | None = None,
     gguf_file: str | None = None,
     trust_remote_code: bool = False,
+    backend: str = "hf",
 ):
-    """An HfEngine for `run` (what that run trained, with its template) or for `model` [+ `adapter`]."""
+    """An engine for `run` (what that run trained, with its template) or for `model` [+ `adapter`].
+
+    backend: "hf" (transformers, CPU or GPU) or "vllm" (GPU, where vllm is installed)."""
     from tunesmith.data.template import ChatTemplate
     from tunesmith.infer.engine import HfEngine
     from tunesmith.model.load import load_model, load_tokenizer, resolve_source
@@ -36,6 +39,12 @@ def load_engine(
         raise TunesmithError(f"{adapter_dir} holds no adapter (adapter_config.json); check --adapter")
     source = resolve_source(base)
     tokenizer = load_tokenizer(base, source) if tokenizer_dir is None else _tokenizer_from(tokenizer_dir)
+    if backend == "vllm":
+        from tunesmith.infer.vllm_engine import VllmEngine
+
+        return VllmEngine(source.location, ChatTemplate(tokenizer, template), adapter_dir, base.trust_remote_code)
+    if backend != "hf":
+        raise TunesmithError(f"unknown backend '{backend}'; use hf or vllm")
     network = load_model(base, "cuda" if _cuda() else "cpu", source)
     if adapter_dir is not None:
         from peft import PeftModel

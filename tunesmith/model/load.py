@@ -122,14 +122,18 @@ def resolve_dtype(name: str, device_type: str):
 def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSource | None = None):
     from transformers import AutoModelForCausalLM
 
+    from tunesmith.model.quantize import quantization_kwargs
+
     source = source or resolve_source(config)
     attn = "sdpa" if config.attn_implementation == "auto" else config.attn_implementation
+    dtype = resolve_dtype(config.dtype, device_type)
     try:
         return AutoModelForCausalLM.from_pretrained(
             source.location,
-            dtype=resolve_dtype(config.dtype, device_type),
+            dtype=dtype,
             attn_implementation=attn,
             trust_remote_code=config.trust_remote_code,
+            **quantization_kwargs(config, dtype, device_type),
         )
     except OSError as err:
         raise TunesmithError(f"could not load the model from {source.location}: {err}") from None

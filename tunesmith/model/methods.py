@@ -1,4 +1,7 @@
-"""Training methods: which weights train and how. The only module that knows lora / full / freeze."""
+"""Training methods: which weights train and how. The only module that knows full / freeze / lora / qlora.
+
+Stages get the model this module returns and never ask which method made it.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +30,22 @@ def apply_method(model, method: MethodConfig):
         model.requires_grad_(True)
         return model
     if method.kind == "freeze":
-        return _freeze_all_but_last_layers(model, method.freeze.layers)
+        return _freeze_all_but(model, method.freeze.layers, method.freeze.modules)
+    if method.kind == "qlora":
+        from tunesmith.model.quantize import is_quantized
+
+        if not is_quantized(model):
+            raise TunesmithError("method.kind 'qlora' needs a quantized base; set model.quantization_bit to 4 or 8")
     return _add_lora(model, method)
 
 
 def _add_lora(model, method: MethodConfig):
+    """peft LoRA (or DoRA / rsLoRA) on the targets; peft freezes every other weight.
+
+    A quantized base is used as loaded: peft's `prepare_model_for_kbit_training` is not called because it
+    would upcast every unquantized weight to float32 (twice the memory of bf16) and switch on gradient
+    checkpointing, which is the loop's decision (train.gradient_checkpointing).
+    """
     from peft import LoraConfig, get_peft_model
 
     lora = method.lora
@@ -40,27 +54,64 @@ def _add_lora(model, method: MethodConfig):
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.targets,
+        use_dora=lora.dora,
+        use_rslora=lora.rslora,
+        modules_to_save=lora.modules_to_save or None,
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
     except ValueError as err:
-        raise TunesmithError(f"method.lora.targets: {err}") from None
+        raise TunesmithError(f"method.lora.targets: {err}; name linear layers of this model or use all-linear") from None
+    _check_modules_to_save(peft_model, lora.modules_to_save)
+    return peft_model
 
 
-def _freeze_all_but_last_layers(model, n_layers: int):
-    layers = _decoder_layers(model)
+def _check_modules_to_save(peft_model, names: list[str]) -> None:
+    """peft skips a modules_to_save name that matches nothing; a typo there must not train nothing silently."""
+    from peft.utils import ModulesToSaveWrapper
+
+    wrapped = [name for name, module in peft_model.named_modules() if isinstance(module, ModulesToSaveWrapper)]
+    for name in names:
+        if not any(_name_has_part(path, name) for path in wrapped):
+            raise TunesmithError(
+                f"method.lora.modules_to_save: '{name}' matches no module; use names such as embed_tokens, lm_head"
+            )
+
+
+def _freeze_all_but(model, n_layers: int, module_names: list[str]):
+    """Train the last `n_layers` decoder layers and every parameter under a module named in `module_names`."""
+    layers = decoder_layers(model)
     if n_layers > len(layers):
         raise TunesmithError(f"method.freeze.layers is {n_layers} but the model has {len(layers)} layers")
     model.requires_grad_(False)
-    for layer in layers[-n_layers:]:
+    for layer in layers[len(layers) - n_layers:]:
         layer.requires_grad_(True)
+    named = dict(model.named_parameters())
+    for wanted in module_names:
+        matched = [param for name, param in named.items() if _name_has_part(name, wanted)]
+        if not matched:
+            raise TunesmithError(
+                f"method.freeze.modules: '{wanted}' matches no module; use names such as embed_tokens, mlp, "
+                "self_attn, lm_head or a dotted part like layers.0"
+            )
+        for param in matched:
+            param.requires_grad_(True)
     return model
 
 
-def _decoder_layers(model):
+def _name_has_part(dotted_name: str, part: str) -> bool:
+    """True when `part` (e.g. 'mlp' or 'layers.3') is a whole run of components of `dotted_name`."""
+    return f".{part}." in f".{dotted_name}."
+
+
+def decoder_layers(model):
     import torch
 
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    layers = getattr(decoder, "layers", None)
+    if isinstance(layers, torch.nn.ModuleList):
+        return layers
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) and type(module[0]).__name__.endswith("Layer"):
             return module

@@ -1,33 +1,115 @@
-"""Checkpoints written to a temporary folder and renamed into place, so every listed one is complete."""
+"""Checkpoints written to a temporary folder and renamed into place, so every listed one is complete.
+
+A checkpoint holds everything a resumed run needs to continue the same trajectory: the trained weights
+(safetensors), optimizer and scheduler state, every RNG state and the loop's position. Nothing here
+unpickles arbitrary objects: weights are safetensors and the rest loads with `torch.load(weights_only=True)`.
+"""
 
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
 import torch
 
+from tunesmith.errors import TunesmithError
+from tunesmith.train.rng import get_rng_state, set_rng_state
+
 CHECKPOINT_PREFIX = "checkpoint-"
-STATE_FILE = "trainer_state.json"
+STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+RNG_FILE = "rng_state.pt"
+SCALER_FILE = "scaler.pt"  # fp16 loss scale, present only in fp16 runs
+ADAPTER_FILE = "adapter_model.safetensors"
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict) -> Path:
-    """Weights (safetensors), optimizer and scheduler state, and the loop's position, under checkpoint-STEP."""
-    final = Path(run_dir) / f"{CHECKPOINT_PREFIX}{step}"
-    staging = Path(run_dir) / f".{CHECKPOINT_PREFIX}{step}.tmp"
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict,
+                    keep: int | None = None, scaler=None) -> Path:
+    """Everything needed to resume, under checkpoint-STEP; then only the newest `keep` checkpoints remain."""
+    run_dir = Path(run_dir)
+    final = run_dir / f"{CHECKPOINT_PREFIX}{step}"
+    staging = run_dir / f".{CHECKPOINT_PREFIX}{step}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     model.save_pretrained(staging, safe_serialization=True)
-    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-    torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+    torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
+    torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
+    torch.save(get_rng_state(), staging / RNG_FILE)
+    if scaler is not None:
+        torch.save(scaler.state_dict(), staging / SCALER_FILE)
     (staging / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2), encoding="utf-8")
-    shutil.rmtree(final, ignore_errors=True)
+    if final.exists():
+        _delete(final)
     staging.rename(final)
+    if keep:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            _delete(old)
     return final
+
+
+def _delete(folder: Path) -> None:
+    """Rename out of the listing first, so a kill mid-delete never leaves a listed, half-deleted checkpoint."""
+    doomed = folder.with_name(f".{folder.name}.{random.getrandbits(32):08x}.deleting")
+    folder.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (a folder is only named checkpoint-N once it is complete)."""
-    found = [p for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file()]
+    found = [p for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*")
+             if p.name[len(CHECKPOINT_PREFIX):].isdigit() and (p / STATE_FILE).is_file()]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def find_resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
+    """The checkpoint `train.resume` names: None (start fresh), 'auto' (newest in run_dir, if any) or a path."""
+    if not resume:
+        return None
+    if resume == "auto":
+        found = list_checkpoints(run_dir) if Path(run_dir).is_dir() else []
+        return found[-1] if found else None
+    folder = Path(resume)
+    if not (folder / STATE_FILE).is_file():
+        raise TunesmithError(
+            f"train.resume: {folder} is not a complete checkpoint (no {STATE_FILE}); "
+            "point it at a checkpoint-N folder or use resume: auto"
+        )
+    return folder
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler, scaler=None) -> dict:
+    """Restore weights, optimizer, scheduler and RNG states from `folder`; returns the loop's saved state."""
+    folder = Path(folder)
+    load_weights(model, folder)
+    optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, map_location="cpu", weights_only=True))
+    set_rng_state(torch.load(folder / RNG_FILE, map_location="cpu", weights_only=True))
+    if scaler is not None and (folder / SCALER_FILE).is_file():
+        scaler.load_state_dict(torch.load(folder / SCALER_FILE, map_location="cpu", weights_only=True))
+    return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def load_weights(model, folder: Path) -> None:
+    """Put the checkpoint's weights into `model`: a peft adapter, or the (possibly sharded) full model."""
+    from safetensors.torch import load_file
+
+    if (folder / ADAPTER_FILE).is_file():
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(folder / ADAPTER_FILE))
+        problems = list(getattr(result, "unexpected_keys", []))
+    else:
+        loaded: set[str] = set()
+        for file in sorted(folder.glob("*.safetensors")):
+            weights = load_file(file)
+            model.load_state_dict(weights, strict=False)
+            loaded.update(weights)
+        problems = [name for name, p in model.named_parameters() if p.requires_grad and name not in loaded]
+    if problems:
+        raise TunesmithError(
+            f"checkpoint {folder} does not match the model ({', '.join(problems[:3])} ...); "
+            "resume with the same model and method settings the checkpoint was written with"
+        )

@@ -2,6 +2,8 @@
 
 Gradient accumulation normalises by the target tokens of the whole accumulation window (all micro-batches,
 all processes), so batch 4 x accumulation 1 and batch 1 x accumulation 4 give the same loss and gradients.
+The loop never waits for the device inside a step: a step's metrics are read on the host only once the next
+step has been queued.
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from tunesmith.config.schema import TrainConfig
 from tunesmith.train.batches import BatchStream, eval_batches
-from tunesmith.train.checkpoint import save_checkpoint
+from tunesmith.train.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.train.metrics import MetricsLog
-from tunesmith.train.optim import build_optimizer, build_scheduler
+from tunesmith.train.optim import build_optimizer, build_scheduler, follows_eval_loss
 
 
 @dataclass
@@ -28,61 +31,87 @@ class StepResult:
     input_tokens: int
     grad_norm: torch.Tensor | None
     metrics: dict[str, torch.Tensor]  # the stage's extra metrics, averaged over the window's units
+    lr: float  # the learning rate this step used
 
 
 class Trainer:
-    def __init__(self, accelerator, model, stage, train: TrainConfig, stream: BatchStream, val, run_dir):
+    def __init__(self, accelerator, model, stage, train: TrainConfig, stream: BatchStream, val, run_dir,
+                 sinks: list | None = None):
         self.accelerator = accelerator
         self.stage = stage
         self.train_config = train
         self.stream = stream
         self.val = val
-        self.run_dir = run_dir
+        self.run_dir = Path(run_dir)
         self.total_steps = total_steps(train, stream.batches_per_epoch)
+        if train.gradient_checkpointing:
+            enable_activation_checkpointing(model)
+        if train.neftune_alpha:
+            from tunesmith.train.noise import add_neftune_noise
+
+            add_neftune_noise(model, train.neftune_alpha)
         optimizer = build_optimizer(model, train)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.scheduler = build_scheduler(self.optimizer, train, self.total_steps)
-        self.metrics = MetricsLog(run_dir, enabled=accelerator.is_main_process)
+        self.metrics = MetricsLog(run_dir, enabled=accelerator.is_main_process, sinks=sinks)
         self.step = 0
         self.tokens_seen = 0
+        self.best_eval_loss = math.inf
+        self.evals_without_improvement = 0
+        self._pending_log: tuple | None = None
+        self._clock = (time.perf_counter(), 0)  # (time, tokens_seen) when this process started training
+
+    def resume(self, checkpoint: Path) -> None:
+        """Continue from `checkpoint`: weights, optimizer, scheduler, RNG, data position and counters."""
+        state = load_checkpoint(checkpoint, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
+                                self.accelerator.scaler)
+        self.step = state["step"]
+        self.stream.position = state["stream_position"]
+        self.tokens_seen = state["tokens_seen"]
+        self.best_eval_loss = state.get("best_eval_loss", math.inf)
+        self.evals_without_improvement = state.get("evals_without_improvement", 0)
+        self._clock = (time.perf_counter(), self.tokens_seen)
+        self.metrics.truncate_after(self.step)
+        self.accelerator.print(f"resumed from {checkpoint} at step {self.step}")
 
     def run(self) -> None:
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step",
                    disable=not self.accelerator.is_main_process)
-        started, tokens_at_start = time.perf_counter(), self.tokens_seen
-        while self.step < self.total_steps:
+        evaluated_last = stopped = False
+        while self.step < self.total_steps and not stopped:
             result = self.train_step()
+            self._flush_log(bar)  # the previous step's numbers are ready by now; reading them costs no stall
             self.step += 1
             self.tokens_seen += result.input_tokens
             bar.update(1)
             if self.step % self.train_config.logging_steps == 0 or self.step == self.total_steps:
-                speed = (self.tokens_seen - tokens_at_start) / max(time.perf_counter() - started, 1e-9)
-                record = self.log_step(result, speed)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{speed:.0f}")
-            if self._due(self.train_config.eval_steps) and self.val:
-                self.evaluate()
-            if self._due(self.train_config.save_steps) and self.step < self.total_steps:
+                self._pending_log = (self.step, self.stream.position, self.tokens_seen, result)
+            evaluated_last = self._due(self.train_config.eval_steps) and bool(self.val)
+            if evaluated_last:
+                self._flush_log(bar)
+                stopped = self.evaluate_and_check()
+            if self._due(self.train_config.save_steps) and self.step < self.total_steps and not stopped:
+                self._flush_log(bar)
                 self.save_checkpoint()
+        self._flush_log(bar)
         bar.close()
-        if self.val:
-            self.evaluate()
+        if self.val and not evaluated_last:
+            self.evaluate_and_check()
+        self.metrics.close()
 
     def train_step(self) -> StepResult:
         window = [self.stream.next_batch() for _ in range(self.train_config.grad_accum)]
-        local_units = sum(self.stage.count_units(batch) for batch in window)
-        # One reduction per step, of a number known on the host before any forward pass.
-        global_units = int(self.accelerator.reduce(torch.tensor(local_units, device=self.accelerator.device),
-                                                     reduction="sum"))
+        global_units = self._global_sum(sum(self.stage.count_units(batch) for batch in window))
         scale = self.accelerator.num_processes / max(global_units, 1)  # DDP averages gradients over ranks
         loss_sum = torch.zeros((), device=self.accelerator.device)
         metric_sums: dict[str, torch.Tensor] = {}
         for index, batch in enumerate(window):
-            batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
+            device_batch = {key: value.to(self.accelerator.device, non_blocking=True) for key, value in batch.items()}
             syncing = index == len(window) - 1
             with self.accelerator.no_sync(self.model) if not syncing else nullcontext():
                 with self.accelerator.autocast():
-                    batch_loss, batch_metrics = self.stage.loss(self.model, batch)
+                    batch_loss, batch_metrics = self.stage.loss(self.model, device_batch)
                 self.accelerator.backward(batch_loss * scale)
             loss_sum += batch_loss.detach()
             for key, value in batch_metrics.items():
@@ -90,29 +119,48 @@ class Trainer:
         grad_norm = None
         if self.train_config.max_grad_norm:
             grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.train_config.max_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
-        self.scheduler.step()
+        if not follows_eval_loss(self.train_config) and not self.optimizer.step_was_skipped:
+            self.scheduler.step()  # fp16 loss scaling skips steps with overflowing gradients; so does the schedule
         self.optimizer.zero_grad(set_to_none=True)
-        per_unit = {key: self.accelerator.reduce(value, reduction="sum") / max(global_units, 1)
+        per_unit = {key: self._global_tensor_sum(value) / max(global_units, 1)
                     for key, value in {"loss": loss_sum, **metric_sums}.items()}
-        input_tokens = sum(int(batch["attention_mask"].sum()) for batch in window)
-        return StepResult(per_unit.pop("loss"), global_units, input_tokens, grad_norm, per_unit)
+        input_tokens = sum(input_token_count(batch) for batch in window)
+        return StepResult(per_unit.pop("loss"), global_units, input_tokens, grad_norm, per_unit, lr)
 
-    def log_step(self, result: StepResult, tokens_per_s: float) -> dict:
+    def _global_sum(self, local: int) -> int:
+        if self.accelerator.num_processes == 1:
+            return local  # no device round trip on a single process
+        total = self.accelerator.reduce(torch.tensor(local, device=self.accelerator.device), reduction="sum")
+        return int(total)
+
+    def _global_tensor_sum(self, value: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return value
+        return self.accelerator.reduce(value, reduction="sum")
+
+    def _flush_log(self, bar) -> None:
+        if self._pending_log is None:
+            return
+        step, position, tokens, result = self._pending_log
+        self._pending_log = None
+        started, tokens_at_start = self._clock
+        speed = (tokens - tokens_at_start) / max(time.perf_counter() - started, 1e-9)
         record = {
-            "step": self.step,
-            "epoch": round(self.stream.position / self.stream.batches_per_epoch, 4),
+            "step": step,
+            "epoch": round(position / self.stream.batches_per_epoch, 4),
             "loss": float(result.loss),
-            "lr": self.scheduler.get_last_lr()[0],
-            "tokens": self.tokens_seen,
+            "lr": result.lr,
+            "tokens": tokens,
             "units": result.units,
-            "tokens_per_s": round(tokens_per_s, 1),
+            "tokens_per_s": round(speed, 1),
         }
         if result.grad_norm is not None:
             record["grad_norm"] = float(result.grad_norm)
         record.update({key: float(value) for key, value in result.metrics.items()})
         self.metrics.write(record)
-        return record
+        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{speed:.0f}")
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -128,19 +176,52 @@ class Trainer:
         self.metrics.write({"step": self.step, "eval_loss": eval_loss, "perplexity": math.exp(min(eval_loss, 50))})
         return eval_loss
 
+    def evaluate_and_check(self) -> bool:
+        """Evaluate, step a plateau schedule, and say whether early stopping calls the run off."""
+        eval_loss = self.evaluate()
+        if follows_eval_loss(self.train_config):
+            self.scheduler.step(eval_loss)
+        if eval_loss < self.best_eval_loss:
+            self.best_eval_loss, self.evals_without_improvement = eval_loss, 0
+        else:
+            self.evals_without_improvement += 1
+        patience = self.train_config.early_stopping_patience
+        if patience and self.evals_without_improvement >= patience:
+            self.accelerator.print(f"early stopping at step {self.step}: eval_loss has not improved for "
+                                   f"{patience} evaluations (best {self.best_eval_loss:.4f})")
+            return True
+        return False
+
     def save_checkpoint(self) -> None:
         if self.accelerator.is_main_process:
-            state = {"stream_position": self.stream.position, "tokens_seen": self.tokens_seen}
+            state = {"stream_position": self.stream.position, "tokens_seen": self.tokens_seen,
+                     "best_eval_loss": self.best_eval_loss,
+                     "evals_without_improvement": self.evals_without_improvement}
             save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.model),
-                            self.optimizer, self.scheduler, state)
+                            self.optimizer, self.scheduler, state, keep=self.train_config.save_total_limit,
+                            scaler=self.accelerator.scaler)
         self.accelerator.wait_for_everyone()
 
     def _due(self, every: int | None) -> bool:
         return bool(every) and self.step % every == 0
 
 
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant: works with frozen inputs)."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def input_token_count(batch: dict[str, torch.Tensor]) -> int:
+    """Real (non-padding) input tokens of a host-side batch; packed batches carry no padding at all."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return batch["input_ids"].numel()
+
+
 def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
     if train.max_steps:
         return train.max_steps
     return max(1, math.ceil(train.epochs * batches_per_epoch / train.grad_accum))
-

@@ -7,22 +7,57 @@ import math
 import torch
 
 from tunesmith.config.schema import TrainConfig
+from tunesmith.errors import TunesmithError
+
+# Devices with a fused AdamW kernel: one kernel per step instead of a dozen per tensor (5x faster on CPU).
+FUSED_DEVICES = ("cpu", "cuda")
 
 
 def build_optimizer(model, train: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TunesmithError("no parameter requires gradients; check method.kind and its settings")
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]  # biases and norms are not decayed
     groups = [
         {"params": decay, "weight_decay": train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    fused = all(p.is_cuda for p in params) and torch.cuda.is_available()
-    return torch.optim.AdamW(groups, lr=train.lr, fused=fused or None)
+    settings = {"lr": train.lr, "betas": tuple(train.adam_betas), "eps": train.adam_eps}
+    if train.optimizer == "adamw_8bit":
+        return _adamw_8bit(groups, settings)
+    return torch.optim.AdamW(groups, fused=_fusable(params) or None, **settings)
+
+
+def _fusable(params: list[torch.nn.Parameter]) -> bool:
+    devices = {p.device.type for p in params}
+    return len(devices) == 1 and devices <= set(FUSED_DEVICES) and all(p.is_floating_point() for p in params)
+
+
+def _adamw_8bit(groups, settings) -> torch.optim.Optimizer:
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise TunesmithError(
+            "train.optimizer adamw_8bit needs bitsandbytes; pip install bitsandbytes or use optimizer: adamw"
+        ) from None
+    return bitsandbytes.optim.AdamW8bit(groups, **settings)
+
+
+def warmup_steps(train: TrainConfig, total_steps: int) -> int:
+    if train.warmup_steps is not None:
+        return train.warmup_steps
+    return math.ceil(train.warmup_ratio * total_steps)
 
 
 def build_scheduler(optimizer, train: TrainConfig, total_steps: int):
+    """transformers' schedulers by name; reduce_lr_on_plateau is stepped with eval_loss after each evaluation."""
     from transformers import get_scheduler
 
-    warmup = math.ceil(train.warmup_ratio * total_steps)
-    return get_scheduler(train.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return get_scheduler(train.scheduler, optimizer, num_warmup_steps=warmup_steps(train, total_steps),
+                         num_training_steps=total_steps)
+
+
+def follows_eval_loss(train: TrainConfig) -> bool:
+    """Whether the schedule is stepped with eval_loss after each evaluation instead of after every step."""
+    return train.scheduler == "reduce_lr_on_plateau"

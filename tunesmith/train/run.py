@@ -13,35 +13,50 @@ CONFIG_FILE = "config.yaml"
 
 
 def train(config: RunConfig) -> Path:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from tunesmith.data.cache import encoder_fingerprint
     from tunesmith.data.dataset import prepare_data
     from tunesmith.data.template import ChatTemplate
+    from tunesmith.dist.accelerator import make_accelerator
     from tunesmith.model.load import load_model, load_tokenizer, resolve_source
     from tunesmith.model.methods import apply_method, count_parameters
     from tunesmith.model.save import save_trained
     from tunesmith.train.batches import BatchStream
-    from tunesmith.train.loop import Trainer
+    from tunesmith.train.checkpoint import find_resume_checkpoint
     from tunesmith.train.plot import plot_loss
+    from tunesmith.train.sinks import build_sinks
     from tunesmith.train.stages import get_stage
 
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config.train.precision))
-    run_dir = prepare_run_dir(config) if accelerator.is_main_process else Path(config.train.output_dir)
+    check_train_options(config)
+    accelerator = make_accelerator(config)
+    resume_from = find_resume_checkpoint(Path(config.train.output_dir), config.train.resume)
+    if accelerator.is_main_process:
+        run_dir = prepare_run_dir(config, keep_existing=resume_from is not None)
+    else:
+        run_dir = Path(config.train.output_dir)
+    accelerator.wait_for_everyone()
     set_seed(config.train.seed)
-    stage = get_stage(config.stage.kind)
+    stage = get_stage(config.stage.kind, config.stage)
     source = resolve_source(config.model)
     tokenizer = load_tokenizer(config.model, source)
     template = ChatTemplate(tokenizer, config.model.template)
-    data = prepare_data(config.data, lambda record: stage.encode(record, template, config.data),
-                        stage.record_kind, config.train.seed)
+    with accelerator.main_process_first():  # rank 0 tokenizes; the others then read its cache
+        data = prepare_data(config.data, lambda record: stage.encode(record, template, config.data),
+                            stage.record_kind, config.train.seed,
+                            fingerprint=encoder_fingerprint(template, stage.name))
     accelerator.print(data.summary())
     model = apply_method(load_model(config.model, accelerator.device.type, source), config.method)
     accelerator.print(count_parameters(model))
+    model = stage.prepare(model, data, config, accelerator.device)  # value head, reference model
     collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
     stream = BatchStream(data.train, config.train.batch_size, collate, config.train.seed,
                          accelerator.process_index, accelerator.num_processes)
-    trainer = Trainer(accelerator, model, stage, config.train, stream, data.val, run_dir)
+    sinks = build_sinks(config.train.report_to, run_dir, config.model_dump(mode="json")) \
+        if accelerator.is_main_process else []
+    trainer = stage.make_trainer(accelerator, model, config.train, stream, data.val, run_dir, sinks)
+    if resume_from is not None:
+        trainer.resume(resume_from)
     trainer.run()
     if accelerator.is_main_process:
         save_trained(accelerator.unwrap_model(trainer.model), tokenizer, template.source, run_dir)
@@ -50,9 +65,22 @@ def train(config: RunConfig) -> Path:
     return run_dir
 
 
-def prepare_run_dir(config: RunConfig) -> Path:
+def check_train_options(config: RunConfig) -> None:
+    """Options that only make sense with a validation split."""
+    train = config.train
+    needs_eval = {"train.scheduler reduce_lr_on_plateau": train.scheduler == "reduce_lr_on_plateau",
+                  "train.early_stopping_patience": train.early_stopping_patience is not None}
+    for option, used in needs_eval.items():
+        if used and not config.data.val_size:
+            raise TunesmithError(f"{option} follows eval_loss, so it needs a validation split; set data.val_size "
+                                 "(e.g. 0.1) and train.eval_steps")
+
+
+def prepare_run_dir(config: RunConfig, keep_existing: bool = False) -> Path:
+    """The run folder with this config in it; an earlier run there is refused, replaced, or (resuming) kept."""
     run_dir = Path(config.train.output_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
+    # A folder holding only a config file (as a launcher like the web UI writes it) holds no run yet.
+    if run_dir.exists() and any(p.name != CONFIG_FILE for p in run_dir.iterdir()) and not keep_existing:
         if not config.train.overwrite:
             raise TunesmithError(
                 f"output folder {run_dir} already holds files; set train.overwrite=true to replace them "
@@ -62,11 +90,3 @@ def prepare_run_dir(config: RunConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
     return run_dir
-
-
-def _mixed_precision(precision: str) -> str:
-    import torch
-
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]

@@ -1,10 +1,19 @@
 """Training stages, by the name used in `stage.kind`."""
 
+from tunesmith.train.stages.dpo import DpoStage
+from tunesmith.train.stages.kto import KtoStage
+from tunesmith.train.stages.ppo import PpoStage
 from tunesmith.train.stages.pt import PtStage
+from tunesmith.train.stages.rm import RmStage
 from tunesmith.train.stages.sft import SftStage
 
-STAGES = {"sft": SftStage, "pt": PtStage}
+STAGES = {"sft": SftStage, "pt": PtStage, "rm": RmStage, "dpo": DpoStage, "kto": KtoStage, "ppo": PpoStage}
 
 
-def get_stage(kind: str):
-    return STAGES[kind]()
+def get_stage(kind: str, config=None):
+    """The stage named `kind`, with its StageConfig (the defaults of that kind when none is given)."""
+    if config is None:
+        from tunesmith.config.schema import StageConfig
+
+        config = StageConfig.model_construct(kind=kind)  # defaults, without run-level checks (e.g. ppo's reward model)
+    return STAGES[kind](config)

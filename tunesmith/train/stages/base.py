@@ -19,6 +19,21 @@ class Stage:
     name = ""
     record_kind = "conversation"  # what data/formats should produce: conversation | text | preference | kto
 
+    def __init__(self, config=None):
+        self.config = config  # the run's StageConfig (knobs such as beta); None for stages without any
+
+    def prepare(self, model, data, config, device):
+        """The model to train, made ready once data and weights are loaded (e.g. a value head added, a
+        reference model built). `data` is the PreparedData, `config` the RunConfig."""
+        return model
+
+    def make_trainer(self, accelerator, model, *args, **kwargs):
+        """The loop that trains this stage: the shared one unless a stage needs its own (PPO's rollouts).
+        `args` are the shared Trainer's after (accelerator, model, stage)."""
+        from tunesmith.train.loop import Trainer
+
+        return Trainer(accelerator, model, self, *args, **kwargs)
+
     def encode(self, record, template, data):
         raise NotImplementedError
 

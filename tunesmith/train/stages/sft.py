@@ -8,4 +8,4 @@ class SftStage(TokenStage):
     record_kind = "conversation"
 
     def encode(self, record, template, data):
-        return template.encode(record, train_on_prompt=data.train_on_prompt)
+        return template.encode(record, train_on_prompt=data.train_on_prompt, mask_history=data.mask_history)

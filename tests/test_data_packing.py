@@ -1,0 +1,86 @@
+"""Packing: rows hold every sample once, within max_length, and the per-sample loss is the unpacked one."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from tunesmith.data.collator import pad_batch
+from tunesmith.data.packing import POSITION_IDS, pack_samples, packing_efficiency
+from tunesmith.data.records import Encoded
+from tunesmith.data.template import IGNORE
+from tunesmith.train.forward import target_logits
+
+
+def random_samples(count: int, seed: int = 0, vocab: int = 97) -> list[Encoded]:
+    rng = random.Random(seed)
+    samples = []
+    for _ in range(count):
+        length = rng.randint(3, 40)
+        ids = [rng.randrange(vocab) for _ in range(length)]
+        prompt = rng.randint(1, length - 1)
+        samples.append(Encoded(ids, [IGNORE] * prompt + ids[prompt:]))
+    return samples
+
+
+def test_rows_hold_every_sample_once_within_max_length():
+    samples = random_samples(200)
+    rows = pack_samples(samples, 64)
+    assert all(len(row.input_ids) <= 64 for row in rows)
+    pieces = []
+    for row in rows:
+        starts = [i for i, position in enumerate(row.meta[POSITION_IDS]) if position == 0] + [len(row.input_ids)]
+        pieces += [tuple(row.input_ids[a:b]) for a, b in zip(starts, starts[1:])]
+    assert sorted(pieces) == sorted(tuple(sample.input_ids) for sample in samples)
+    real = sum(len(sample.input_ids) for sample in samples)
+    assert packing_efficiency(rows, 64) == pytest.approx(real / (len(rows) * 64))
+    assert len(rows) <= 2 * real / 64 + 1  # best fit wastes less than half of every row
+
+
+def tiny_llama(attention: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         attn_implementation=attention)
+    return LlamaForCausalLM(config).eval()
+
+
+def per_token_losses(model, batch) -> torch.Tensor:
+    logits, targets = target_logits(model, batch)
+    return torch.nn.functional.cross_entropy(logits.double(), targets, reduction="none")
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_per_sample_loss_with_packing_equals_without(attention):
+    model = tiny_llama(attention)
+    samples = random_samples(12, seed=1)
+    rows = pack_samples(samples, 96)
+    assert len(rows) < len(samples)
+    with torch.no_grad():
+        alone = [per_token_losses(model, pad_batch([sample], 0)).sum() for sample in samples]
+        packed_losses = per_token_losses(model, pad_batch(rows, 0))  # padded rows: one batch, row-major
+    # Split the packed per-token losses back into samples, in row order then sample order.
+    order = []
+    for row in rows:
+        starts = [i for i, position in enumerate(row.meta[POSITION_IDS]) if position == 0]
+        order += [next(s for s in samples if s.input_ids == row.input_ids[a : a + len(s.input_ids)]
+                       and len(row.input_ids) >= a + len(s.input_ids)) for a in starts]
+    counts = [sum(1 for label in sample.labels[1:] if label != IGNORE) for sample in order]
+    packed = [chunk.sum() for chunk in packed_losses.split(counts)]
+    expected = [alone[next(i for i, s in enumerate(samples) if s is sample)] for sample in order]
+    torch.testing.assert_close(torch.stack(packed), torch.stack(expected), rtol=1e-5, atol=0)
+
+
+def test_without_position_restart_samples_would_see_each_other():
+    """The check above can fail: the same rows without their position_ids give other losses."""
+    model = tiny_llama("sdpa")
+    rows = pack_samples(random_samples(12, seed=1), 96)
+    batch = pad_batch(rows, 0)
+    with torch.no_grad():
+        packed = per_token_losses(model, batch)
+        leaking = per_token_losses(model, {key: value for key, value in batch.items() if key != "position_ids"})
+    assert not torch.allclose(packed, leaking, rtol=1e-5)

@@ -1,0 +1,155 @@
+"""`tunesmith estimate`: parameter counts and the memory formula, by hand and against tensors measured on CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import yaml
+
+from tunesmith.config import validate_config
+from tunesmith.model.estimate import estimate_memory
+
+SHAPE = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, tie_word_embeddings=False)
+
+
+def llama_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**SHAPE)
+
+
+@pytest.fixture
+def config_only_dir(tmp_path):
+    """A model folder with config.json and no weights: the estimate must not need them."""
+    llama_config().save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def run_config(model_dir, method: dict, dtype="bfloat16", precision="bf16", **train) -> dict:
+    return {"model": {"path": str(model_dir), "dtype": dtype}, "method": method,
+            "data": {"datasets": ["unused"], "max_length": 32},
+            "train": {"batch_size": 2, "precision": precision, **train}}
+
+
+def test_lora_bf16_estimate_matches_the_hand_computed_numbers(config_only_dir):
+    estimate = estimate_memory(validate_config(run_config(config_only_dir, {"kind": "lora", "lora": {"rank": 8}})))
+
+    h, i, kv, vocab, tokens = 64, 128, 32, 1000, 2 * 32
+    base = 2 * vocab * h + 2 * (h * h + 2 * h * kv + h * h + 3 * h * i + 2 * h) + h
+    lora = 2 * 8 * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + i) + (i + h))  # r * (in + out), 7 modules, 2 layers
+    assert (estimate.params.trainable, estimate.params.total) == (lora, base + lora)
+    assert estimate.weights == 2 * base + 4 * lora  # bf16 base, float32 adapter (peft's default)
+    assert estimate.gradients == 4 * lora
+    assert estimate.optimizer == 2 * 4 * lora  # AdamW: exp_avg and exp_avg_sq
+    # bytes per token: E = R = 2, float32 adapter (so each LoRA module copies its input)
+    norm_with_grad_input = 4 * h + 4
+    attention = 2 * (2 * h + 2 * kv) + 4 * 4
+    mlp = 3 * 2 * i
+    linear_inputs = 2 * h + 2 * h + 2 * i  # q/k/v input, gate/up input, down input
+    lora_modules = 7 * 2 * 8 + 2 * (6 * h + i)  # E r each, plus E in for the input copy
+    layer0 = norm_with_grad_input + attention + mlp + linear_inputs + lora_modules  # input_layernorm: no grad input
+    layer1 = layer0 + norm_with_grad_input
+    assert estimate.activations == tokens * (layer0 + layer1 + norm_with_grad_input)
+    assert estimate.logits == 12 * tokens * vocab
+    assert estimate.peak == estimate.weights + estimate.optimizer + estimate.activations + estimate.logits
+
+
+def test_accumulation_and_checkpointing_change_the_peak_as_documented(config_only_dir):
+    full = {"kind": "full"}
+    single = estimate_memory(validate_config(run_config(config_only_dir, full)))
+    accum = estimate_memory(validate_config(run_config(config_only_dir, full, grad_accum=4)))
+    ckpt = estimate_memory(validate_config(run_config(config_only_dir, full, gradient_checkpointing=True)))
+
+    assert single.peak == single.weights + single.optimizer + max(single.activations + single.logits, single.gradients)
+    assert accum.peak == accum.weights + accum.optimizer + accum.gradients + accum.activations + accum.logits
+    assert ckpt.activations < single.activations / 1.5
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
+def test_4bit_weights_match_what_bitsandbytes_stores(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from tunesmith.config.schema import MethodConfig, ModelConfig
+    from tunesmith.model.load import load_model
+    from tunesmith.model.methods import apply_method
+
+    LlamaForCausalLM(llama_config()).save_pretrained(tmp_path / "model", safe_serialization=True)
+    model = load_model(ModelConfig(path=str(tmp_path / "model"), dtype="float32", quantization_bit=4))
+    model = apply_method(model, MethodConfig(kind="qlora"))  # the estimate counts the adapter too
+    measured = 0
+    for param in model.parameters():
+        measured += param.numel() * param.element_size()
+        state = getattr(param, "quant_state", None)
+        if state is not None:
+            measured += state.absmax.nbytes + (state.state2.absmax.nbytes if state.nested else 0)
+
+    config = run_config(tmp_path / "model", {"kind": "qlora"}, dtype="float32", precision="fp32")
+    config["model"]["quantization_bit"] = 4
+    assert estimate_memory(validate_config(config)).weights == pytest.approx(measured, rel=0.005)
+
+
+def saved_activation_bytes(model, ids: torch.Tensor) -> int:
+    """Bytes of the distinct tensors autograd saves in the decoder and the output head (parameters aside)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def keep(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        hidden = model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+        model.get_output_embeddings()(hidden)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("method, dtype", [
+    ({"kind": "full"}, "float32"),
+    ({"kind": "full"}, "bfloat16"),
+    ({"kind": "lora", "lora": {"rank": 8}}, "float32"),
+    ({"kind": "lora", "lora": {"rank": 8, "targets": ["q_proj", "v_proj"], "dropout": 0.1}}, "float32"),
+    ({"kind": "lora", "lora": {"rank": 8, "dora": True}}, "float32"),
+    ({"kind": "freeze", "freeze": {"layers": 1}}, "float32"),
+])
+def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
+    """Weights, gradients and AdamW states exactly; saved activations within 5%."""
+    from transformers import LlamaForCausalLM
+
+    from tunesmith.config.schema import MethodConfig
+    from tunesmith.model.methods import apply_method
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(llama_config()).save_pretrained(tmp_path / "model", safe_serialization=True)
+    precision = "bf16" if dtype == "bfloat16" else "fp32"
+    estimate = estimate_memory(validate_config(run_config(tmp_path / "model", method, dtype, precision)))
+    model = apply_method(LlamaForCausalLM.from_pretrained(tmp_path / "model", dtype=getattr(torch, dtype)),
+                         MethodConfig.model_validate(method))
+    ids = torch.randint(0, SHAPE["vocab_size"], (2, 32))
+
+    activations = saved_activation_bytes(model, ids)
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    optimizer.step()
+
+    assert estimate.weights == sum(p.numel() * p.element_size() for p in model.parameters())
+    assert estimate.gradients == sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
+    states = [t for state in optimizer.state.values() for key, t in state.items() if key != "step"]
+    assert estimate.optimizer == sum(t.nbytes for t in states)
+    assert estimate.activations == pytest.approx(activations, rel=0.05)
+
+
+def test_estimate_command_prints_counts_and_peak(config_only_dir, tmp_path, capsys):
+    from tunesmith.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(run_config(config_only_dir, {"kind": "lora"})))
+
+    assert main(["estimate", str(path), "train.batch_size=4"]) == 0
+
+    out = capsys.readouterr().out
+    assert "trainable params:" in out and "peak (estimate)" in out and "batch 4 x 32 tokens" in out

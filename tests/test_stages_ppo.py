@@ -1,0 +1,91 @@
+"""PPO on the tiny model: a scripted reward rises; a reward model saved by the rm stage loads as the scorer;
+every method runs two steps."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from conftest import build_tiny_model
+from stage_harness import assistant, build, user
+from tunesmith.data.records import Conversation, Preference
+from tunesmith.train.metrics import read_metrics
+
+
+def prompts(n=8):
+    return [Conversation([user(f"Tell me about item {i}."), assistant("unused")]) for i in range(n)]
+
+
+class TokenCountReward:
+    """Scripted reward: the share of reply tokens that are the target token."""
+
+    def __init__(self, target: int):
+        self.target = target
+
+    def __call__(self, prompts, reply, reply_mask):
+        hits = ((reply == self.target).float() * reply_mask).sum(-1)
+        return hits / reply_mask.sum(-1).clamp(min=1)
+
+
+@pytest.fixture(scope="module")
+def peaked_model_dir(tmp_path_factory, smollm2_dir):
+    """A tiny model with large weights, so that sampling concentrates on a few tokens per context."""
+    return build_tiny_model(tmp_path_factory.mktemp("peaked"), smollm2_dir, seed=1, initializer_range=1.0)
+
+
+@pytest.fixture(scope="module")
+def wide_model_dir(tmp_path_factory, smollm2_dir):
+    """The tiny model with hidden size 64: bitsandbytes' 4-bit blocks need rows of 64 (qlora)."""
+    return build_tiny_model(tmp_path_factory.mktemp("wide"), smollm2_dir, hidden_size=64, intermediate_size=128)
+
+
+@pytest.fixture(scope="module")
+def reward_run(tmp_path_factory, tiny_model_dir):
+    """A finished rm run folder (LoRA adapter + value head + config.yaml), trained two steps."""
+    from tunesmith.config import dump_config
+    from tunesmith.model.save import save_trained
+    from tunesmith.train.run import CONFIG_FILE
+
+    tmp = tmp_path_factory.mktemp("rm")
+    records = [Preference([user(f"Q{i}?")], assistant("good"), assistant("bad")) for i in range(4)]
+    _, trainer, _, config, template = build(tiny_model_dir, tmp, records, {"kind": "rm"})
+    trainer.run()
+    folder = tmp / "run"
+    save_trained(trainer.model, template.tokenizer, template.source, folder)
+    (folder / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
+    return folder
+
+
+def ppo_settings(reward_run, **ppo):
+    return {"kind": "ppo", "ppo": {"reward_model": str(reward_run), "max_new_tokens": 6, **ppo}}
+
+
+def test_scripted_reward_rises(peaked_model_dir, reward_run, tmp_path):
+    torch.manual_seed(0)
+    same_prompt = [Conversation([user("Tell me a story.")])] * 8
+    stage, trainer, _, _, _ = build(peaked_model_dir, tmp_path, same_prompt,
+                                    ppo_settings(reward_run, max_new_tokens=3, kl_coef=0.0),
+                                    method="lora", max_steps=8, batch_size=8, lr=1e-2)
+    first = stage.rollout(trainer.model, trainer.stream.collate(trainer.stream.samples))
+    target = Counter(first["reply"].flatten().tolist()).most_common(1)[0][0]
+    stage.scorer = TokenCountReward(target)  # replaces the reward model: reward = share of target tokens
+    trainer.run()
+    rewards = [record["reward"] for record in read_metrics(tmp_path / "run")]
+    assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards  # rewards[0]: replies of the untrained policy
+
+
+@pytest.mark.parametrize("method", ["lora", "full", "freeze"] + (["qlora"] if importlib.util.find_spec("bitsandbytes") else []))
+def test_ppo_trains_two_steps_with_every_method(request, tiny_model_dir, reward_run, tmp_path, method):
+    model_dir = request.getfixturevalue("wide_model_dir") if method == "qlora" else tiny_model_dir
+    _, trainer, _, _, _ = build(model_dir, tmp_path, prompts(4), ppo_settings(reward_run, epochs=2),
+                                method=method)
+    trainer.run()
+    logged = read_metrics(tmp_path / "run")
+    assert [record["step"] for record in logged] == [1, 2]
+    for key in ("reward", "kl", "entropy", "value_loss", "policy_loss", "clip_frac"):
+        assert math.isfinite(logged[-1][key])
+    assert abs(logged[0]["kl"]) < 1e-4  # the first rollout comes from weights equal to the reference

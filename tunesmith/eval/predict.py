@@ -1,0 +1,49 @@
+"""`predict`: generate a reply to each sample's prompt and score it against the sample's own reply."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from tunesmith.errors import TunesmithError
+from tunesmith.eval.generation import generate_batch
+from tunesmith.eval.metrics import corpus_scores
+from tunesmith.eval.scoring import length_sorted_batches
+
+PREDICTIONS_FILE = "generated_predictions.jsonl"
+
+
+def prompt_and_reference(conversation) -> tuple[list[dict], str]:
+    """The conversation up to its last assistant turn, and that turn's text."""
+    messages = conversation.messages
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        raise TunesmithError("predict needs conversations with an assistant reply to compare against")
+    return messages[:last], messages[last]["content"]
+
+
+def evaluate_predictions(engine, conversations: list, batch_size: int = 8, max_new_tokens: int = 128,
+                         temperature: float = 0.0, out_dir: Path | None = None) -> dict:
+    """BLEU-4 / ROUGE of the generated replies; with out_dir, writes generated_predictions.jsonl there."""
+    started = time.perf_counter()
+    pairs = [prompt_and_reference(conversation) for conversation in conversations]
+    prompts = [engine.template.prompt_ids(messages) for messages, _ in pairs]
+    predictions = [""] * len(prompts)
+    for batch in tqdm(length_sorted_batches([len(p) for p in prompts], batch_size), desc="generating", unit="batch"):
+        replies = generate_batch(engine, [prompts[i] for i in batch], max_new_tokens, temperature)
+        for index, reply in zip(batch, replies):
+            predictions[index] = reply
+    references = [reference for _, reference in pairs]
+    results = {"metrics": corpus_scores(predictions, references), "samples": len(pairs)}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with (out_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as handle:
+            for (messages, reference), prediction in zip(pairs, predictions):
+                row = {"prompt": engine.template.render(messages, add_generation_prompt=True),
+                       "predict": prediction, "label": reference}
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    results["seconds"] = round(time.perf_counter() - started, 2)
+    return results

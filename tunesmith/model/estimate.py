@@ -1,0 +1,168 @@
+"""Parameters and peak accelerator memory of a training run, from the config alone (nothing is loaded).
+
+The model is built on the meta device (shapes and dtypes, no storage) and prepared by the configured
+method, so parameter counts are exactly what training reports. Memory, in bytes, with
+  P_w: bytes of the weights (bitsandbytes layout for quantized linear weights, see model/quantize.py),
+  P_g: bytes of the trainable parameters (one gradient each, in the parameter's dtype),
+  P_o: optimizer states: AdamW keeps 2 per trainable element in the parameter's dtype; 8-bit AdamW keeps
+       2 bytes plus one float32 scale per 256 elements, and float32 states for tensors under 4096 elements,
+  A:   activations saved for the backward pass (see `activation_bytes`), for batch_size x max_length tokens,
+  Z:   the output head's share: 12 * tokens * vocab (the float32 log-softmax kept for backward, plus the
+       incoming and outgoing float32 gradients at the start of the backward pass), every position a target,
+the peak is
+  P_w + P_o + max(A + Z, P_g)    with grad_accum 1: gradients fill in as activations are freed, and are
+                                  dropped (set to None) before the next forward pass;
+  P_w + P_o + P_g + A + Z        with grad_accum > 1: gradients live through the next micro-batch's forward.
+It counts tensors as torch.cuda.max_memory_allocated does; the CUDA context (~0.5 GiB) and allocator
+fragmentation come on top. dtype 'auto' and precision 'auto' are taken as bfloat16 (a current GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tunesmith.config.schema import RunConfig
+from tunesmith.model.activations import LayerShape, activation_bytes
+from tunesmith.model.methods import ParamCount, apply_method, count_parameters
+
+GIB = 1024**3
+LOGIT_BYTES = 12  # per target position and vocabulary entry, see the module docstring
+SMALL_TENSOR_8BIT = 4096  # bitsandbytes keeps float32 optimizer states for tensors smaller than this
+BLOCK_8BIT_OPTIMIZER = 256
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    params: ParamCount
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    logits: float
+    peak: float
+    tokens: int  # per micro-batch
+    summary: str  # the settings the estimate assumed, in words
+
+    def report(self) -> str:
+        rows = [("weights", self.weights), ("gradients", self.gradients), ("optimizer states", self.optimizer),
+                ("activations", self.activations), ("output head (logits)", self.logits),
+                ("peak (estimate)", self.peak)]
+        lines = [str(self.params), self.summary]
+        lines += [f"  {name:<22}{value / GIB:10.2f} GiB" for name, value in rows]
+        return "\n".join(lines)
+
+
+def estimate_memory(config: RunConfig) -> MemoryEstimate:
+    """The estimate for `config`; the model's config.json is read, its weights never are."""
+    import torch
+
+    hf_config = read_model_config(config.model)
+    weight_dtype = _dtype(config.model.dtype, {"float32": torch.float32, "float16": torch.float16})
+    compute_bytes = 4 if config.train.precision == "fp32" else 2
+    model = build_meta_model(hf_config, weight_dtype)
+    quantized = _quantized_weights(model) if config.model.quantization_bit else {}
+    # On meta a quantized base has the same parameters as an unquantized one; peft counts them the same.
+    method = config.method.model_copy(update={"kind": "lora"}) if config.method.kind == "qlora" else config.method
+    model = apply_method(model, method)
+    tokens = config.train.batch_size * config.data.max_length
+    weights = weight_bytes(model, quantized, config.model.quantization_bit, config.model.double_quantization)
+    gradients = gradient_bytes(model)
+    optimizer = optimizer_bytes(model, config.train.optimizer)
+    checkpointing = config.train.gradient_checkpointing
+    activations = activation_bytes(model, LayerShape.from_config(hf_config), tokens, compute_bytes, checkpointing)
+    logits = LOGIT_BYTES * tokens * hf_config.vocab_size
+    peak = weights + optimizer + (
+        gradients + activations + logits if config.train.grad_accum > 1 else max(activations + logits, gradients)
+    )
+    summary = (f"memory for {config.method.kind}, weights {str(weight_dtype).removeprefix('torch.')}"
+               f"{_quantization_words(config)}, compute {'fp32' if compute_bytes == 4 else '16-bit'}, "
+               f"batch {config.train.batch_size} x {config.data.max_length} tokens, gradient checkpointing "
+               f"{'on' if checkpointing else 'off'}:")
+    return MemoryEstimate(count_parameters(model), weights, gradients, optimizer, activations, logits, peak,
+                          tokens, summary)
+
+
+def read_model_config(model_config):
+    """The Hugging Face config of the model (config.json, or the metadata of a GGUF file)."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from tunesmith.model.load import PACKAGE_PREFIX, _package_folder
+
+    path = model_config.path
+    if path.startswith(PACKAGE_PREFIX):
+        path = str(_package_folder(path[len(PACKAGE_PREFIX):]))
+    kwargs = {"trust_remote_code": model_config.trust_remote_code}
+    if model_config.gguf_file or path.endswith(".gguf"):
+        folder, name = (path, model_config.gguf_file) if model_config.gguf_file else (str(Path(path).parent), Path(path).name)
+        return AutoConfig.from_pretrained(folder, gguf_file=name, **kwargs)
+    return AutoConfig.from_pretrained(path, **kwargs)
+
+
+def build_meta_model(hf_config, dtype):
+    """The causal LM of `hf_config` on the meta device: every parameter's shape and dtype, no storage."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+
+
+def weight_bytes(model, quantized: dict[str, tuple[int, int]], bits: int | None, double_quantization: bool) -> float:
+    """Bytes of every parameter, in its dtype, or in bitsandbytes' layout for the `quantized` ones."""
+    from tunesmith.model.quantize import quantized_weight_bytes
+
+    total = 0.0
+    for name, param in model.named_parameters():
+        shape = quantized.get(_base_name(name))
+        if shape is not None:
+            total += quantized_weight_bytes(shape, bits, double_quantization)
+        else:
+            total += param.numel() * param.element_size()
+    return total
+
+
+def gradient_bytes(model) -> float:
+    return float(sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad))
+
+
+def optimizer_bytes(model, optimizer: str) -> float:
+    """AdamW's two states per trainable element (see the module docstring for the 8-bit layout)."""
+    total = 0.0
+    for param in (p for p in model.parameters() if p.requires_grad):
+        if optimizer == "adamw_8bit" and param.numel() >= SMALL_TENSOR_8BIT:
+            total += 2 * param.numel() * (1 + 4 / BLOCK_8BIT_OPTIMIZER)
+        elif optimizer == "adamw_8bit":
+            total += 2 * param.numel() * 4
+        else:
+            total += 2 * param.numel() * param.element_size()
+    return total
+
+
+def _quantized_weights(model) -> dict[str, tuple[int, int]]:
+    """{parameter name: [out, in]} of the linear weights bitsandbytes quantizes: all but the output head."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return {f"{name}.weight": tuple(module.weight.shape) for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not head}
+
+
+def _base_name(peft_name: str) -> str:
+    """A parameter's name in the bare model: peft adds 'base_model.model.' and '.base_layer'."""
+    return peft_name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
+def _dtype(name: str, table: dict):
+    import torch
+
+    return table.get(name, torch.bfloat16)  # auto and bfloat16: what a current GPU trains in
+
+
+def _quantization_words(config: RunConfig) -> str:
+    model = config.model
+    if not model.quantization_bit:
+        return ""
+    kind = f"{model.quantization_type}{' double-quantized' if model.double_quantization else ''}"
+    return f" (linear layers {model.quantization_bit}-bit{' ' + kind if model.quantization_bit == 4 else ''})"

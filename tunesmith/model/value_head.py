@@ -1,0 +1,85 @@
+"""A causal LM with a scalar value head: the reward model (rm) and the critic of PPO.
+
+The head is a linear layer on the last hidden state; it is saved as value_head.safetensors beside the
+weights or adapter that `save_pretrained` writes, so a reward-model run folder loads back as a scorer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+
+
+def new_head(hidden_size: int, zero: bool = False) -> torch.nn.Linear:
+    """A fresh value head: small random weights (reward model), or zeros (a critic that starts by predicting 0,
+    so PPO's first advantages are the rewards themselves rather than noise from an untrained critic)."""
+    head = torch.nn.Linear(hidden_size, 1, bias=True)
+    torch.nn.init.normal_(head.weight, std=0.0 if zero else 1 / (hidden_size + 1) ** 0.5)
+    torch.nn.init.zeros_(head.bias)
+    return head
+
+
+class ValueHeadModel(torch.nn.Module):
+    def __init__(self, backbone, head: torch.nn.Linear | None = None):
+        super().__init__()
+        self.backbone = backbone
+        head = head if head is not None else new_head(backbone.config.hidden_size)
+        dtype = next(backbone.parameters()).dtype
+        self.head = head.to(dtype=torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
+        return self.backbone.get_decoder()(**inputs, use_cache=False).last_hidden_state
+
+    def values(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., hidden] -> [...] scalar values, computed in the head's dtype (float32 beside half weights)."""
+        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)
+
+    def forward(self, **batch) -> torch.Tensor:
+        """[batch, length] values at every position."""
+        return self.values(self.hidden_states(batch))
+
+    def save_pretrained(self, folder, **kwargs) -> None:
+        from safetensors.torch import save_file
+
+        self.backbone.save_pretrained(folder, **kwargs)
+        state = {key: value.detach().contiguous().cpu() for key, value in self.head.state_dict().items()}
+        save_file(state, str(Path(folder) / VALUE_HEAD_FILE))
+
+
+def load_value_head(folder: Path, hidden_size: int) -> torch.nn.Linear:
+    from safetensors.torch import load_file
+
+    from tunesmith.errors import TunesmithError
+
+    path = Path(folder) / VALUE_HEAD_FILE
+    if not path.is_file():
+        raise TunesmithError(f"{folder} holds no {VALUE_HEAD_FILE}; point it at the folder of a finished rm run")
+    state = load_file(str(path))
+    head = torch.nn.Linear(hidden_size, 1, bias="bias" in state)
+    head.load_state_dict(state)
+    return head
+
+
+def load_scorer(folder: Path, base, device: str = "cpu") -> ValueHeadModel:
+    """The reward model saved in `folder` (adapter on top of `base`, a ModelConfig, or whole weights), frozen."""
+    from tunesmith.model.load import load_model
+    from tunesmith.model.save import is_adapter_folder
+
+    folder = Path(folder)
+    if is_adapter_folder(folder):
+        from peft import PeftModel
+
+        backbone = PeftModel.from_pretrained(load_model(base, device), str(folder)).merge_and_unload()
+    else:
+        backbone = load_model(base.model_copy(update={"path": str(folder), "gguf_file": None}), device)
+    scorer = ValueHeadModel(backbone, load_value_head(folder, backbone.config.hidden_size))
+    scorer.requires_grad_(False)
+    return scorer.eval()

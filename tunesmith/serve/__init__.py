@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP API (FastAPI + uvicorn), serving one inference engine."""

@@ -1,0 +1,117 @@
+"""What the chat and text completion routes share: server state, settings from a request, waiting for
+results while watching for the client going away, and server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from tunesmith.errors import TunesmithError
+from tunesmith.infer.settings import DecodeResult, GenerationSettings
+from tunesmith.serve.errors import ApiError, bad_request, queue_full, unknown_model
+from tunesmith.serve.scheduler import BatchScheduler, QueueFull, Submission
+
+
+UNBOUNDED_CONTEXT_LIMIT = 4096  # reply budget for a model whose config states no context length
+
+
+@dataclass
+class ServerOptions:
+    model_name: str  # the id clients put in "model"
+    api_key: str | None = None  # None: no key asked (only sensible on a loopback address)
+    max_batch: int = 8  # requests decoded together
+    max_waiting: int = 64  # requests queued beyond that before answering 429
+    max_body_bytes: int = 4 * 1024 * 1024
+    cors_origins: list[str] = field(default_factory=list)  # empty: no CORS headers at all
+    retry_after_s: int = 2
+
+
+@dataclass
+class ServerState:
+    engine: object
+    options: ServerOptions
+    scheduler: BatchScheduler
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def check_model(self, name: str) -> None:
+        if name != self.options.model_name:
+            raise unknown_model(name, self.options.model_name)
+
+    def check_fits(self, prompt_ids: list[int], param: str = "messages") -> None:
+        try:
+            self.engine.check_fits(len(prompt_ids))
+        except TunesmithError as err:
+            code = "context_length_exceeded" if len(prompt_ids) else "invalid_value"
+            raise ApiError(400, str(err).split(";")[0], code, param) from None
+
+    def submit(self, choices: list[tuple[list[int], GenerationSettings]]) -> Submission:
+        submission = Submission(choices)
+        try:
+            self.scheduler.submit(submission)
+        except QueueFull:
+            raise queue_full(self.options.retry_after_s) from None
+        return submission
+
+
+def generation_settings(body, max_tokens: int | None, prompt_tokens: int, engine) -> list[GenerationSettings]:
+    """One GenerationSettings per choice; with a seed, choice i uses seed + i so choices differ reproducibly."""
+    room = engine.max_context - prompt_tokens if engine.max_context else None
+    limit = max_tokens or room or UNBOUNDED_CONTEXT_LIMIT  # like OpenAI: by default, up to the context's end
+    if room is not None:
+        limit = min(limit, room)
+    try:
+        return [
+            GenerationSettings(
+                max_new_tokens=limit,
+                temperature=1.0 if body.temperature is None else body.temperature,
+                top_p=1.0 if body.top_p is None else body.top_p,
+                top_k=body.top_k or 0,
+                repetition_penalty=body.repetition_penalty or 1.0,
+                stop=list(body.stop or []),
+                seed=None if body.seed is None else body.seed + choice,
+                presence_penalty=body.presence_penalty,
+                frequency_penalty=body.frequency_penalty,
+            )
+            for choice in range(body.n)
+        ]
+    except TunesmithError as err:
+        raise bad_request(str(err)) from None
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def results_unless_gone(request, state: ServerState, submission: Submission) -> list[DecodeResult]:
+    """Wait for every choice; if the client disconnects meanwhile, withdraw the work and stop."""
+    task = asyncio.ensure_future(submission.results())
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.5)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientGone()
+    finally:
+        if not task.done():
+            task.cancel()
+            state.scheduler.withdraw(submission)
+
+
+def completion_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def usage(prompt_tokens: int, results: list[DecodeResult]) -> dict:
+    completion = sum(result.completion_tokens for result in results)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+
+
+def sse(data: dict | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

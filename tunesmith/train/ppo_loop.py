@@ -1,0 +1,77 @@
+"""PPO's loop: per step, one rollout batch, then `ppo.epochs` optimizer steps on it.
+
+It reuses the shared loop's optimizer, schedule, metrics log and checkpoints; only the order of work
+differs (generate, score, then train several times on the same samples).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from tunesmith.train.checkpoint import save_checkpoint
+from tunesmith.train.loop import total_steps
+from tunesmith.train.metrics import MetricsLog
+from tunesmith.train.optim import build_optimizer, build_scheduler
+
+
+class PpoTrainer:
+    def __init__(self, accelerator, model, stage, train, stream, run_dir):
+        self.accelerator = accelerator
+        self.stage = stage
+        self.train_config = train
+        self.stream = stream
+        self.run_dir = run_dir
+        self.epochs = stage.config.ppo.epochs
+        self.total_steps = total_steps(train, stream.batches_per_epoch)
+        optimizer = build_optimizer(model, train)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.scheduler = build_scheduler(self.optimizer, train, self.total_steps * self.epochs)
+        self.metrics = MetricsLog(run_dir, enabled=accelerator.is_main_process)
+        self.step = 0
+
+    def run(self) -> None:
+        self.model.train()
+        bar = tqdm(total=self.total_steps, desc="ppo", unit="step", disable=not self.accelerator.is_main_process)
+        started = time.perf_counter()
+        while self.step < self.total_steps:
+            record = self.train_step()
+            self.step += 1
+            bar.update(1)
+            if self.step % self.train_config.logging_steps == 0 or self.step == self.total_steps:
+                record.update(step=self.step, lr=self.scheduler.get_last_lr()[0],
+                              seconds=round(time.perf_counter() - started, 1))
+                self.metrics.write(record)
+                bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.3f}")
+            if self.train_config.save_steps and self.step % self.train_config.save_steps == 0 \
+                    and self.step < self.total_steps:
+                self.save_checkpoint()
+        bar.close()
+
+    def train_step(self) -> dict:
+        batch = {key: value.to(self.accelerator.device) if torch.is_tensor(value) else value
+                 for key, value in self.stream.next_batch().items()}
+        rollout = self.stage.rollout(self.model, batch)
+        units = max(self.stage.count_units(rollout), 1)
+        sums: dict[str, float] = {}
+        for _ in range(self.epochs):
+            with self.accelerator.autocast():
+                loss, metrics = self.stage.loss(self.model, rollout)
+            self.accelerator.backward(loss / units)
+            if self.train_config.max_grad_norm:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.train_config.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            for key, value in {"loss": loss.detach(), **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + float(value) / units / self.epochs
+        return {**rollout["stats"], **sums}
+
+    def save_checkpoint(self) -> None:
+        if self.accelerator.is_main_process:
+            state = {"stream_position": self.stream.position}
+            save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.model),
+                            self.optimizer, self.scheduler, state)
+        self.accelerator.wait_for_everyone()

@@ -1,0 +1,82 @@
+"""Direct preference optimisation and its family: sigmoid (DPO), ipo, hinge against a frozen reference;
+orpo and simpo without one. Logs rewards/chosen, rewards/rejected, accuracy and margin per pair."""
+
+from __future__ import annotations
+
+from tunesmith.model.reference import Reference
+from tunesmith.train.losses import dpo_losses, orpo_losses, simpo_losses
+from tunesmith.train.stages.base import Stage
+from tunesmith.train.stages.preference import (
+    collate_pairs,
+    count_truncated,
+    encode_pair,
+    precompute_reference,
+    reference_logps,
+    reply_logps,
+)
+
+REFERENCE_FREE = ("orpo", "simpo")
+LENGTH_AVERAGED = ("ipo", "orpo", "simpo")  # these losses compare mean log-probs per reply token
+
+
+class DpoStage(Stage):
+    name = "dpo"
+    record_kind = "preference"
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.reference = None
+
+    def encode(self, record, template, data):
+        return encode_pair(template, record, data.max_length)
+
+    def collate(self, samples, pad_id):
+        return collate_pairs(samples, pad_id)
+
+    def count_units(self, batch):
+        return batch["input_ids"].shape[0] // 2
+
+    def prepare(self, model, data, config, device):
+        truncated = count_truncated(data.train + data.val)
+        if truncated:
+            print(f"dpo: {truncated} prompts truncated from the left to fit data.max_length")
+        if self.config.loss in REFERENCE_FREE:
+            return model
+        self.reference = Reference(model).to(device)
+        if self.config.precompute_ref:
+            model.to(device)
+            for samples in (data.train, data.val):  # padding is masked out, so its id does not matter
+                precompute_reference(self.reference, model, samples, lambda chunk: self.collate(chunk, 0),
+                                     config.train.batch_size, device)
+        return model
+
+    def loss(self, model, batch):
+        logps, lengths = reply_logps(model, batch)
+        kind = self.config.loss
+        if kind in LENGTH_AVERAGED:
+            logps = logps / lengths.clamp(min=1)
+        chosen, rejected = logps.chunk(2)
+        if kind == "simpo":
+            losses, chosen_rewards, rejected_rewards = simpo_losses(chosen, rejected, self.config.beta,
+                                                                    self.config.simpo_gamma)
+        elif kind == "orpo":
+            losses, chosen_rewards, rejected_rewards = orpo_losses(chosen, rejected, self.config.orpo_lambda)
+        else:
+            ref = reference_logps(self.reference, model, batch)
+            if kind in LENGTH_AVERAGED:
+                ref = ref / lengths.clamp(min=1)
+            ref_chosen, ref_rejected = ref.chunk(2)
+            losses, chosen_rewards, rejected_rewards = dpo_losses(
+                chosen, rejected, ref_chosen, ref_rejected, self.config.beta, kind, self.config.label_smoothing)
+        return losses.sum(), pair_metrics(chosen_rewards, rejected_rewards)
+
+
+def pair_metrics(chosen_rewards, rejected_rewards) -> dict:
+    """Sums over the batch's pairs; the loop turns them into means over the window."""
+    margin = chosen_rewards - rejected_rewards
+    return {
+        "rewards/chosen": chosen_rewards.sum(),
+        "rewards/rejected": rejected_rewards.sum(),
+        "accuracy": (margin > 0).float().sum(),
+        "margin": margin.sum(),
+    }

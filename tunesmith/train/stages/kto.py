@@ -1,0 +1,96 @@
+"""KTO on replies labelled desirable or undesirable.
+
+The KL reference point z is estimated, as in the KTO paper, from each prompt paired with another example's
+reply: each sample gets a fixed partner when training starts, so precomputed reference log-probs stay valid
+whatever the batch order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tunesmith.data.collator import pad_batch
+from tunesmith.data.records import Encoded
+from tunesmith.data.template import IGNORE
+from tunesmith.model.reference import Reference
+from tunesmith.train.losses import kto_kl_estimate, kto_losses
+from tunesmith.train.stages.base import Stage
+from tunesmith.train.stages.preference import (
+    REF_LOGPS,
+    count_truncated,
+    encode_replies,
+    precompute_reference,
+    reference_logps,
+    reply_logps,
+)
+
+DESIRABLE = "desirable"
+KL_SAMPLE = "kl_sample"  # meta: this prompt followed by the partner's reply (an Encoded)
+
+
+class KtoStage(Stage):
+    name = "kto"
+    record_kind = "kto"
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.reference = None
+
+    def encode(self, record, template, data):
+        (sample,) = encode_replies(template, record.prompt, [record.completion], record.tools, data.max_length)
+        sample.meta[DESIRABLE] = bool(record.desirable)
+        return sample
+
+    def collate(self, samples, pad_id):
+        """B rows of the samples, then B rows of their prompts with their partners' replies."""
+        batch = pad_batch(list(samples) + [sample.meta[KL_SAMPLE] for sample in samples], pad_id)
+        batch[DESIRABLE] = torch.tensor([sample.meta[DESIRABLE] for sample in samples])
+        if all(REF_LOGPS in sample.meta for sample in samples):
+            batch[REF_LOGPS] = torch.tensor([s.meta[REF_LOGPS][0] for s in samples] +
+                                            [s.meta[REF_LOGPS][1] for s in samples], dtype=torch.float32)
+        return batch
+
+    def count_units(self, batch):
+        return int(batch[DESIRABLE].shape[0])
+
+    def prepare(self, model, data, config, device):
+        truncated = count_truncated(data.train + data.val)
+        if truncated:
+            print(f"kto: {truncated} prompts truncated from the left to fit data.max_length")
+        for samples in (data.train, data.val):
+            assign_kl_partners(samples, config.data.max_length)
+        self.reference = Reference(model).to(device)
+        if self.config.precompute_ref:
+            model.to(device)
+            for samples in (data.train, data.val):  # padding is masked out, so its id does not matter
+                precompute_reference(self.reference, model, samples, lambda chunk: self.collate(chunk, 0),
+                                     config.train.batch_size, device)
+        return model
+
+    def loss(self, model, batch):
+        logps, mismatched_logps = reply_logps(model, batch)[0].chunk(2)
+        ref_logps, ref_mismatched = reference_logps(self.reference, model, batch).chunk(2)
+        kl = kto_kl_estimate(mismatched_logps.detach(), ref_mismatched)
+        desirable = batch[DESIRABLE]
+        losses, rewards = kto_losses(logps, ref_logps, desirable, kl, self.config.beta,
+                                     self.config.desirable_weight, self.config.undesirable_weight)
+        metrics = {  # sums over the batch's examples; the loop divides by all examples of the window
+            "rewards/desirable": (rewards * desirable).sum(),
+            "rewards/undesirable": (rewards * ~desirable).sum(),
+            "kl": kl * desirable.numel(),
+        }
+        return losses.sum(), metrics
+
+
+def assign_kl_partners(samples: list[Encoded], max_length: int) -> None:
+    """Give sample i the prompt-with-reply of sample i+1 (cyclically), the prompt cut from the left to fit."""
+    for index, sample in enumerate(samples):
+        partner = samples[(index + 1) % len(samples)]
+        prompt = sample.input_ids[: _reply_start(sample)]
+        reply = partner.input_ids[_reply_start(partner):]
+        prompt = prompt[max(0, len(prompt) + len(reply) - max_length):]
+        sample.meta[KL_SAMPLE] = Encoded(prompt + reply, [IGNORE] * len(prompt) + reply)
+
+
+def _reply_start(sample: Encoded) -> int:
+    return next(i for i, label in enumerate(sample.labels) if label != IGNORE)

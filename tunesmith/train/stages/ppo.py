@@ -1,0 +1,136 @@
+"""PPO against a reward model: sample replies to prompts, score them, then several clipped-surrogate epochs
+per rollout batch with a value head on the policy and a per-token KL penalty against the reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tunesmith.data.records import Encoded
+from tunesmith.errors import TunesmithError
+from tunesmith.model.reference import Reference, unwrap
+from tunesmith.model.value_head import ValueHeadModel, new_head
+from tunesmith.train.losses import masked_mean, ppo_policy_losses, ppo_value_losses
+from tunesmith.train.stages import ppo_rollout as rollouts
+from tunesmith.train.stages.base import Stage
+
+PROMPT = "prompt"  # meta: (messages, tools) of the prompt, for the reward model to re-render
+
+
+class PpoStage(Stage):
+    name = "ppo"
+    record_kind = "conversation"  # prompts: every message before the last assistant reply
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.reference = self.scorer = self.normalizer = None
+        self.stop_ids, self.pad_id = [], 0
+
+    def encode(self, record, template, data):
+        messages = list(record.messages)
+        while messages and messages[-1]["role"] == "assistant":
+            messages.pop()
+        ids = template.prompt_ids(messages, record.tools)
+        truncated = len(ids) > data.max_length
+        ids = ids[-data.max_length:]  # a long prompt loses its oldest tokens; replies add ppo.max_new_tokens
+        # Labels are the prompt itself only so that the data layer keeps the sample: PPO trains on rollouts.
+        return Encoded(ids, list(ids), meta={PROMPT: (messages, record.tools), "prompt_truncated": truncated})
+
+    def collate(self, samples, pad_id):
+        """Left-padded prompts (generation continues from the right end) and their messages."""
+        width = max(len(sample.input_ids) for sample in samples)
+        input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(samples), width), dtype=torch.long)
+        for row, sample in enumerate(samples):
+            input_ids[row, width - len(sample.input_ids):] = torch.tensor(sample.input_ids)
+            attention_mask[row, width - len(sample.input_ids):] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "prompts": [sample.meta[PROMPT] for sample in samples]}
+
+    def count_units(self, batch):
+        """Prompts of a prompt batch; reply tokens of a rollout."""
+        if "reply_mask" in batch:
+            return int(batch["reply_mask"].sum())
+        return int(batch["input_ids"].shape[0])
+
+    def prepare(self, model, data, config, device):
+        from tunesmith.data.template import ChatTemplate
+        from tunesmith.model.load import load_tokenizer
+
+        truncated = sum(1 for sample in data.train + data.val if sample.meta.get("prompt_truncated"))
+        if truncated:
+            print(f"ppo: {truncated} prompts truncated from the left to fit data.max_length")
+        template = ChatTemplate(load_tokenizer(config.model), config.model.template)
+        self.stop_ids, self.pad_id = template.stop_token_ids(), template.tokenizer.pad_token_id
+        self.reference = Reference(model).to(device)
+        self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device)
+        self.normalizer = rollouts.RewardNormalizer(self.config.ppo.reward_norm, self.config.ppo.reward_clip)
+        return ValueHeadModel(model, new_head(model.config.hidden_size, zero=True))
+
+    @torch.no_grad()
+    def rollout(self, model, batch: dict) -> dict:
+        """Replies sampled from the policy with their scores, old log-probs and values, and advantages."""
+        ppo, policy = self.config.ppo, unwrap(model)
+        was_training = policy.training
+        policy.eval()
+        out = rollouts.generate(policy, batch, ppo, self.stop_ids, self.pad_id)
+        prompt_len, mask = batch["input_ids"].shape[1], out["reply_mask"]
+        scores = self.scorer(batch["prompts"], out["reply"], mask)
+        logits, values = rollouts.reply_forward(policy.backbone, out, prompt_len, ppo.temperature, policy.values)
+        logps = rollouts.token_logps(logits, out["reply"])
+        with self.reference.model(policy.backbone) as network:
+            ref_logits, _ = rollouts.reply_forward(network, out, prompt_len, ppo.temperature)
+        ref_logps = rollouts.token_logps(ref_logits, out["reply"])
+        rewards, kl = rollouts.token_rewards(self.normalizer(scores), logps, ref_logps, mask, ppo.kl_coef)
+        adv, returns = rollouts.advantages(rewards, values * mask, mask, ppo)
+        policy.train(was_training)
+        out.update(prompt_len=prompt_len, old_logps=logps, old_values=values * mask, advantages=adv, returns=returns)
+        out["stats"] = {"reward": float(scores.mean()), "kl": float(kl.sum(-1).mean()),
+                        "reply_length": float(mask.sum(-1).mean())}
+        return out
+
+    def loss(self, model, batch):
+        """(summed over reply tokens: policy loss + value_coef * value loss, summed metrics)."""
+        ppo, policy = self.config.ppo, unwrap(model)
+        mask = batch["reply_mask"]
+        logits, values = rollouts.reply_forward(policy.backbone, batch, batch["prompt_len"], ppo.temperature,
+                                                policy.values)
+        logps = rollouts.token_logps(logits, batch["reply"])
+        pg, pg_clipped = ppo_policy_losses(logps, batch["old_logps"], batch["advantages"], ppo.clip_range)
+        vf, vf_clipped = ppo_value_losses(values, batch["old_values"], batch["returns"], ppo.value_clip_range)
+        tokens = mask.sum()
+        metrics = {
+            "policy_loss": (pg * mask).sum().detach(),
+            "value_loss": (vf * mask).sum().detach(),
+            "clip_frac": (pg_clipped * mask).sum(),
+            "value_clip_frac": (vf_clipped * mask).sum(),
+            "entropy": rollouts.entropy(logits.detach(), mask) * tokens,
+        }
+        return ((pg + ppo.value_coef * vf) * mask).sum(), metrics
+
+    def make_trainer(self, accelerator, model, train, stream, val, run_dir):
+        from tunesmith.train.ppo_loop import PpoTrainer
+
+        return PpoTrainer(accelerator, model, self, train, stream, run_dir)
+
+
+def load_reward_scorer(folder: Path, policy_tokenizer, device) -> rollouts.Scorer:
+    """The rm run in `folder` as a frozen scorer, with the tokenizer and template it was trained with."""
+    from tunesmith.config import load_config
+    from tunesmith.data.template import ChatTemplate
+    from transformers import AutoTokenizer
+
+    from tunesmith.model.value_head import load_scorer
+    from tunesmith.train.run import CONFIG_FILE
+
+    if not (folder / CONFIG_FILE).is_file():
+        raise TunesmithError(f"stage.ppo.reward_model: {folder} is not a finished tunesmith rm run folder")
+    rm_config = load_config(folder / CONFIG_FILE)
+    if rm_config.stage.kind != "rm":
+        raise TunesmithError(f"stage.ppo.reward_model: {folder} is a {rm_config.stage.kind} run, not an rm run")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))  # saved by the rm run, with its chat template
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = load_scorer(folder, rm_config.model, getattr(device, "type", str(device))).to(device)
+    return rollouts.Scorer(model, ChatTemplate(tokenizer, "auto"), policy_tokenizer)

@@ -1,0 +1,113 @@
+"""What the preference stages (rm, dpo, kto, ppo's scorer) share: replies encoded after a prompt, pairs
+batched as one forward pass, and per-sequence log-probs.
+
+A reply is rendered with its prompt by the chat template (the one rendering mechanism); its tokens are found
+from the template's own assistant span. A prompt too long for max_length loses tokens from its left end,
+never the reply's; a reply that does not fit on its own leaves a sample with no target tokens, which the data
+layer drops and counts.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tunesmith.data.collator import pad_batch
+from tunesmith.data.records import Encoded
+from tunesmith.data.template import IGNORE
+from tunesmith.train.forward import target_logits
+
+REJECTED = "rejected"  # meta key of a pair's rejected reply (an Encoded)
+PROMPT_TRUNCATED = "prompt_truncated"  # meta flag: the prompt lost tokens from its left end
+REF_LOGPS = "ref_logps"  # meta key of precomputed reference log-probs
+
+
+def encode_reply(template, prompt: list[dict], reply: dict, tools: list | None = None) -> tuple[list[int], int]:
+    """(ids of prompt + reply through the turn's closing, index of the reply's first token)."""
+    text, spans = template.render_with_spans(list(prompt) + [reply], tools)
+    start, end = spans[-1]
+    encoding = template.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+    reply_start = next((i for i, (first, _) in enumerate(offsets) if first >= start), len(ids))
+    reply_end = next((i for i, (first, _) in enumerate(offsets) if first >= end), len(ids))
+    return list(ids[:reply_end]), reply_start
+
+
+def fit(ids: list[int], reply_start: int, max_length: int, keep_prompt: int) -> tuple[Encoded, bool]:
+    """The sample cut to max_length from the prompt's left end (keeping `keep_prompt` tokens of it at most).
+
+    Returns (sample, prompt was truncated); a sample whose reply alone does not fit has no targets.
+    """
+    cut = reply_start - keep_prompt
+    ids = ids[cut:]
+    reply_start -= cut
+    if len(ids) > max_length or reply_start == 0:
+        return Encoded(ids[:max_length], [IGNORE] * min(len(ids), max_length)), cut > 0
+    labels = [IGNORE] * reply_start + ids[reply_start:]
+    return Encoded(ids, labels), cut > 0
+
+
+def encode_replies(template, prompt, replies: list[dict], tools, max_length: int) -> list[Encoded]:
+    """Each reply after the same prompt, the prompt cut from the left by the same amount so all fit."""
+    encoded = [encode_reply(template, prompt, reply, tools) for reply in replies]
+    longest_reply = max(len(ids) - start for ids, start in encoded)
+    keep = min(start for _, start in encoded)
+    keep = max(0, min(keep, max_length - longest_reply))
+    samples = []
+    for ids, start in encoded:
+        sample, truncated = fit(ids, start, max_length, min(start, keep))
+        sample.meta[PROMPT_TRUNCATED] = truncated
+        samples.append(sample)
+    return samples
+
+
+def encode_pair(template, record, max_length: int) -> Encoded:
+    """The chosen reply as the sample, the rejected one in its meta (both fit max_length)."""
+    chosen, rejected = encode_replies(template, record.prompt, [record.chosen, record.rejected], record.tools,
+                                      max_length)
+    if rejected.num_targets == 0:
+        chosen = Encoded(chosen.input_ids, [IGNORE] * len(chosen.input_ids))  # dropped as a pair
+    chosen.meta[REJECTED] = rejected
+    return chosen
+
+
+def collate_pairs(samples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """One batch of 2B rows: the B chosen replies, then the B rejected ones."""
+    rows = list(samples) + [sample.meta[REJECTED] for sample in samples]
+    batch = pad_batch(rows, pad_id)
+    if all(REF_LOGPS in sample.meta for sample in samples):
+        batch[REF_LOGPS] = torch.tensor([s.meta[REF_LOGPS][0] for s in samples] +
+                                        [s.meta[REF_LOGPS][1] for s in samples], dtype=torch.float32)
+    return batch
+
+
+def reply_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """([rows] summed log-probs of the labelled tokens, [rows] how many there are), logits only where needed."""
+    mask = batch["labels"][:, 1:] != IGNORE
+    logits, targets = target_logits(model, batch)
+    token_logps = -F.cross_entropy(logits.float(), targets, reduction="none")
+    rows = mask.nonzero()[:, 0]
+    sums = torch.zeros(mask.shape[0], device=token_logps.device).index_add(0, rows, token_logps)
+    return sums, mask.sum(-1)
+
+
+def reference_logps(reference, model, batch) -> torch.Tensor:
+    """The batch's precomputed reference log-probs, or computed now with the reference weights."""
+    if REF_LOGPS in batch:
+        return batch[REF_LOGPS]
+    with torch.no_grad(), reference.model(model) as network:
+        return reply_logps(network, batch)[0]
+
+
+def precompute_reference(reference, model, samples: list[Encoded], collate, batch_size: int, device) -> None:
+    """Store each sample's reference log-probs (one per row of its collated form) in its meta."""
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        batch = {key: value.to(device) for key, value in collate(chunk).items()}
+        logps = reference_logps(reference, model, batch).view(-1, len(chunk)).T.tolist()
+        for sample, values in zip(chunk, logps):
+            sample.meta[REF_LOGPS] = values
+
+
+def count_truncated(samples: list[Encoded]) -> int:
+    return sum(1 for sample in samples if sample.meta.get(PROMPT_TRUNCATED))

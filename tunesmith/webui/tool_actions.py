@@ -1,0 +1,117 @@
+"""The Evaluate and Export tabs' jobs: `tunesmith eval` and `tunesmith export` run as subprocesses.
+
+The tabs' settings are the schema's `eval` and `export` groups. Evaluation passes them as the flags of the
+same names (`--shots 5`); export writes the picked run's config with the export group filled in and runs
+`tunesmith export CONFIG`. Where this tunesmith lacks a command the tab says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tunesmith.errors import TunesmithError
+from tunesmith.webui.context import WebuiContext
+from tunesmith.webui.jobs import Job, tunesmith_argv
+from tunesmith.webui.runs import RUN_CONFIG
+
+UI_SET_EVAL_FIELDS = ("run", "adapter", "out")  # set from the checkpoint picker and the runs folder, not typed
+UI_SET_EXPORT_FIELDS = ("run",)  # the run is the one picked in the top bar
+BENCHMARKS = ("mmlu", "ceval", "cmmlu")
+
+
+def has_command(name: str) -> bool:
+    from tunesmith.cli import COMMANDS
+
+    return name in COMMANDS
+
+
+def _require(name: str) -> None:
+    if not has_command(name):
+        raise TunesmithError(f"this tunesmith has no `tunesmith {name}` command yet; update tunesmith")
+
+
+def _model_args(ctx: WebuiContext, model: str | None, checkpoint: str | None) -> list[str]:
+    """--run for a run folder, --model [--adapter] otherwise."""
+    if checkpoint:
+        chosen = ctx.guard.existing(checkpoint, "checkpoint", "dir")
+        if (chosen / RUN_CONFIG).is_file():
+            return ["--run", str(chosen)]
+        if (chosen / "adapter_config.json").is_file():
+            return ["--model", ctx.guard.model(model), "--adapter", str(chosen)]
+        return ["--model", str(chosen)]
+    if not model:
+        raise TunesmithError("no model chosen; type a model path or pick a checkpoint")
+    return ["--model", ctx.guard.model(model)]
+
+
+def eval_argv(ctx: WebuiContext, model_args: list[str], options: dict, dataset_dir: str | None,
+              datasets: list[str], out: Path) -> list[str]:
+    """`tunesmith eval` flags: each eval field the user changed is passed as the flag of the same name."""
+    task = options.get("task")
+    if task in BENCHMARKS:
+        data = ["--data", str(ctx.guard.existing(options.get("benchmark_dir"), "benchmark folder", "dir"))]
+    else:
+        if not datasets:
+            raise TunesmithError(f"task {task} scores a dataset: pick one in the Train tab's dataset list")
+        folder = ctx.guard.existing(dataset_dir, "dataset folder", "dir")
+        data = ["--data", str(folder), "--dataset", ",".join(datasets)]
+    flags = []
+    for name, value in options.items():
+        if name not in (*UI_SET_EVAL_FIELDS, "benchmark_dir") and value is not None:  # the folder went as --data
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    return tunesmith_argv("eval", *model_args, *data, *flags, "--out", str(out))
+
+
+def start_eval(ctx: WebuiContext, model: str | None, checkpoint: str | None, options: dict,
+               dataset_dir: str | None, datasets: list[str]) -> Job:
+    _require("eval")
+    if not options.get("task"):
+        raise TunesmithError("pick a task to evaluate")
+    out = ctx.runs_dir / "eval" / f"{options['task']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    argv = eval_argv(ctx, _model_args(ctx, model, checkpoint), options, dataset_dir, datasets, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return ctx.jobs.start("eval", argv, output=out)
+
+
+def start_export(ctx: WebuiContext, checkpoint: str | None, options: dict) -> Job:
+    """Write the run's config with the page's export group beside the runs and run `tunesmith export` on it."""
+    from tunesmith.config import dump_config, load_config, validate_config
+
+    _require("export")
+    if not checkpoint:
+        raise TunesmithError("pick a trained run in the checkpoint picker to export")
+    run = ctx.guard.existing(checkpoint, "checkpoint", "dir")
+    if not (run / RUN_CONFIG).is_file():
+        raise TunesmithError(f"{run} is not a run folder; export takes a whole run, pick one without /checkpoint-N")
+    out = ctx.guard.writable(options.get("out"), "export folder")
+    raw = load_config(run / RUN_CONFIG).model_dump(mode="json")
+    raw["export"] = {**options, "run": str(run), "out": str(out)}
+    config = validate_config(raw, source="export settings")
+    config_path = ctx.runs_dir / "exports" / f"{run.name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(dump_config(config), encoding="utf-8")
+    return ctx.jobs.start("export", tunesmith_argv("export", str(config_path)), output=out)
+
+
+def result_rows(output: Path | None) -> list[list]:
+    """[name, value] rows of every number or string in the JSON results an eval job wrote."""
+    if output is None:
+        return []
+    files = sorted(output.glob("*.json")) if output.is_dir() else [output]
+    rows: list[list] = []
+    for file in (f for f in files if f.is_file()):
+        try:
+            _flatten(json.loads(file.read_text(encoding="utf-8")), "", rows)
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _flatten(value, prefix: str, rows: list[list]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), rows)
+    elif isinstance(value, (int, float, str, bool)):
+        rows.append([prefix, value])
