@@ -9,11 +9,10 @@ from other users of the machine spreads over all of them; the table gives the me
 
 Target tokens per second: tunesmith counts the target tokens it trained on (metrics.jsonl `units`);
 LLaMA-Factory's are steps x batch x the mean target tokens per sample (same tokenizer and chat template).
-Two clocks: wall (the loop's own: tunesmith first to last step, LLaMA-Factory train_runtime) and CPU. The CPU
-figure is for machines shared with other work, where wall time measures the neighbours: each variant also runs
-a single step, and (CPU seconds of the N-step process - CPU seconds of the 1-step process) / (N - 1) is the CPU
-cost of a step, start-up and tokenization cancelled out; with --threads 1 (default) that is the work itself.
-Peak RSS is the child's maximum resident set (getrusage via wait4) in the N-step run.
+Two clocks, read after every optimizer step by bench/train_step_clock.py, over steps 2..N (the first step warms
+up): wall, and the process CPU time. The CPU figure is for machines shared with other work, where wall time
+measures the neighbours; with --threads 1 (default) it is the work itself. Peak RSS is the child's maximum
+resident set (getrusage via wait4).
 
 The `+malloc` variants launch tunesmith with glibc's MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ set:
 glibc reads them at process start, so they belong in the launch command, not in the package.
@@ -74,15 +73,15 @@ def llamafactory_config(model: Path, data: Path, out: Path, method: str, steps: 
     return config
 
 
-def run_child(argv: list[str], env: dict, log: Path) -> tuple[float, float]:
-    """(CPU seconds, peak RSS in MiB) of one child process; its output goes to `log`."""
+def run_child(argv: list[str], env: dict, log: Path) -> float:
+    """Peak RSS in MiB of one child process; its output goes to `log`."""
     with log.open("wb") as handle:
         process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({process.returncode}); see {log}:\n{log.read_text()[-2000:]}")
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return usage.ru_maxrss / 1024
 
 
 def mean_targets_per_sample(model: Path, data: Path) -> float:
@@ -100,16 +99,9 @@ def mean_targets_per_sample(model: Path, data: Path) -> float:
 
 
 def measure(variant: str, method: str, work: Path, steps: int, args, targets: float) -> dict:
-    """One run of `steps` steps plus one of a single step; the CPU cost per step is their difference."""
-    first = run_variant(variant, method, work, 1, args, targets)
-    result = run_variant(variant, method, work, steps, args, targets)
-    cpu_per_step = (result["cpu"] - first["cpu"]) / (steps - 1)
-    return {**result, "cpu_step": cpu_per_step, "cpu_tok_s": result["units"] / steps / cpu_per_step}
-
-
-def run_variant(variant: str, method: str, work: Path, steps: int, args, targets: float) -> dict:
     framework, packing, malloc = VARIANTS[variant]
-    out = work / "runs" / f"{variant}-{method}"
+    name = f"{variant}-{method}"
+    out = work / "runs" / name
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false"}
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -117,23 +109,25 @@ def run_variant(variant: str, method: str, work: Path, steps: int, args, targets
     model, data = work / "model", work / "data"
     if framework == "lf":
         config = llamafactory_config(model, data, out, method, steps)
-        argv = [str(args.lf_venv / "bin" / "llamafactory-cli"), "train"]
+        python = args.lf_venv / "bin" / "python"
     else:
         config = tunesmith_config(model, data, out, method, steps, packing)
-        config["data"]["cache"] = False  # both frameworks tokenize in every run, so start-up cancels out
-        argv = [sys.executable, "-m", "tunesmith", "train"]
-    config_path = work / f"{variant}-{method}.yaml"
+        python = Path(sys.executable)
+    config_path, clock_path = work / f"{name}.yaml", work / f"{name}.clock.json"
     config_path.write_text(yaml.safe_dump(config))
-    cpu, rss = run_child(argv + [str(config_path)], env, work / f"{variant}-{method}.log")
+    argv = [str(python), str(Path(__file__).parent / "train_step_clock.py"), framework, str(config_path),
+            str(clock_path)]
+    rss = run_child(argv, env, work / f"{name}.log")
+    ticks = json.loads(clock_path.read_text())
+    (wall_0, cpu_0), (wall_n, cpu_n) = ticks[0], ticks[-1]  # the first step (warm-up) is left out
     if framework == "lf":
-        seconds = json.loads((out / "all_results.json").read_text())["train_runtime"]
-        units = steps * BATCH * targets
+        units = (len(ticks) - 1) * BATCH * targets
     else:
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        records = [r for r in records if "loss" in r]
-        seconds = records[-1]["tokens"] / records[-1]["tokens_per_s"]
-        units = sum(r["units"] for r in records)
-    return {"tok_s": units / seconds, "s_step": seconds / steps, "rss": rss, "cpu": cpu, "units": units}
+        units = sum(r["units"] for r in records if "loss" in r and r["step"] > 1)
+    timed = len(ticks) - 1
+    return {"tok_s": units / (wall_n - wall_0), "s_step": (wall_n - wall_0) / timed,
+            "cpu_tok_s": units / (cpu_n - cpu_0), "cpu_step": (cpu_n - cpu_0) / timed, "rss": rss}
 
 
 def _spread(values: list[float], digits: int = 0) -> str:

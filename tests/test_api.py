@@ -184,13 +184,16 @@ class SlowEngine:
     def check_fits(self, tokens):
         self.engine.check_fits(tokens)
 
-    def run_batch(self, requests):
+    def run_batch(self, requests, admit=None, max_rows=0):
         import time
 
-        for request in requests:
-            forward = request.on_text
-            request.on_text = lambda piece, forward=forward: (time.sleep(self.delay_s), forward(piece))
-        results = self.engine.run_batch(requests)
+        def slowed(requests):
+            for request in requests:
+                forward = request.on_text
+                request.on_text = lambda piece, forward=forward: (time.sleep(self.delay_s), forward(piece))
+            return requests
+
+        results = self.engine.run_batch(slowed(requests), lambda room: slowed(admit(room)), max_rows)
         self.results += results
         return results
 

@@ -28,6 +28,7 @@ def engine(tmp_path_factory, smollm2_dir):
 
 
 def hf_greedy(engine, messages, max_new_tokens=8) -> list[int]:
+    """transformers' own greedy decoding of one conversation, unbatched: the reference."""
     prompt = engine.template.prompt_ids(messages)
     out = engine.model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                                 max_new_tokens=max_new_tokens, do_sample=False,
@@ -47,10 +48,34 @@ def test_rows_leaving_the_batch_early_do_not_disturb_the_others(engine):
     budgets = [3, 8, 5]
     requests = [DecodeRequest(engine.template.prompt_ids(m), GenerationSettings(max_new_tokens=b, temperature=0))
                 for m, b in zip(CONVERSATIONS, budgets)]
+    events = []
+    for index, request in enumerate(requests):
+        request.on_text = lambda piece, index=index: events.append(("text", index))
+        request.on_done = lambda result, index=index: events.append(("done", index))
     results = engine.run_batch(requests)
+    # The short row is reported done at once, not when the longest row of its batch finishes.
+    assert events.index(("done", 0)) < max(i for i, event in enumerate(events) if event == ("text", 1))
     for messages, budget, result in zip(CONVERSATIONS, budgets, results):
         assert result.text == engine.tokenizer.decode(hf_greedy(engine, messages, budget), skip_special_tokens=True)
         assert (result.finish_reason, result.completion_tokens) == ("length", budget)
+
+
+def test_requests_joining_a_running_batch_decode_as_they_would_alone(engine):
+    def request(messages, budget):
+        return DecodeRequest(engine.template.prompt_ids(messages), GenerationSettings(max_new_tokens=budget, temperature=0))
+
+    first = request(CONVERSATIONS[1], 12)
+    late = [request(CONVERSATIONS[0], 6), request(CONVERSATIONS[2], 9)]
+    calls = []
+
+    def admit(room):  # the late requests arrive after three steps, one at a time
+        calls.append(room)
+        return [late.pop(0)] if len(calls) in (3, 5) else []
+
+    results = engine.run_batch([first], admit=admit, max_rows=4)
+    assert len(results) == 3 and calls[0] == 3
+    for messages, budget, result in zip([CONVERSATIONS[1], CONVERSATIONS[0], CONVERSATIONS[2]], [12, 6, 9], results):
+        assert result.text == engine.tokenizer.decode(hf_greedy(engine, messages, budget), skip_special_tokens=True)
 
 
 def test_stream_pieces_join_to_generate(engine):
@@ -58,10 +83,15 @@ def test_stream_pieces_join_to_generate(engine):
     assert len(pieces) > 1 and "".join(pieces) == engine.generate(CONVERSATIONS[0], GREEDY)
 
 
-def test_closing_a_stream_early_stops_generation(engine):
+def test_a_cancelled_row_stops_at_the_next_step(engine):
+    request = DecodeRequest(engine.template.prompt_ids(CONVERSATIONS[0]),
+                            GenerationSettings(max_new_tokens=400, temperature=0))
+    request.on_text = lambda piece: request.cancelled.set()  # what closing a stream or a client leaving does
+    result = engine.run_batch([request])[0]
+    assert result.finish_reason == "cancelled" and result.completion_tokens <= 3
     stream = engine.stream(CONVERSATIONS[0], GenerationSettings(max_new_tokens=400, temperature=0))
     next(stream)
-    stream.close()  # must return promptly, not after 400 tokens; the thread is joined in close
+    stream.close()  # sets the same flag, then joins the decoding thread
 
 
 def test_seed_makes_sampling_reproducible(engine):

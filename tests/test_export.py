@@ -66,17 +66,15 @@ def test_merged_logits_equal_base_plus_adapter(runs, lora_export, tiny_model_dir
 
 
 def test_full_run_exports_through_the_same_path(runs, tmp_path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     folder = _export(runs["full"], tmp_path / "full", dtype="bf16").folder
-    tokenizer = AutoTokenizer.from_pretrained(folder)
     exported = AutoModelForCausalLM.from_pretrained(folder)
     trained = AutoModelForCausalLM.from_pretrained(runs["full"], dtype=torch.float32)
     assert exported.dtype == torch.bfloat16
     for name, weight in trained.state_dict().items():
         torch.testing.assert_close(exported.state_dict()[name], weight.to(torch.bfloat16), rtol=0, atol=0)
-    assert (folder / "README.md").read_text().count("full") >= 1
-    del tokenizer
+    assert "full method" in (folder / "README.md").read_text()
 
 
 def test_shards_respect_the_limit(runs, tmp_path):

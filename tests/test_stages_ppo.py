@@ -89,3 +89,17 @@ def test_ppo_trains_two_steps_with_every_method(request, tiny_model_dir, reward_
     for key in ("reward", "kl", "entropy", "value_loss", "policy_loss", "clip_frac"):
         assert math.isfinite(logged[-1][key])
     assert abs(logged[0]["kl"]) < 1e-4  # the first rollout comes from weights equal to the reference
+
+
+def test_ppo_through_train_scores_with_the_saved_reward_model(tiny_model_dir, reward_run, identity_dir, tmp_path):
+    from conftest import tiny_run_config
+    from tunesmith.config.load import validate_config
+    from tunesmith.train.run import train
+
+    raw = tiny_run_config(tiny_model_dir, identity_dir, tmp_path / "run", stage=ppo_settings(reward_run, epochs=1),
+                          data={"max_samples": 4, "cache": False}, train={"max_steps": 2, "batch_size": 2})
+    run_dir = train(validate_config(raw))
+    logged = read_metrics(run_dir)
+    assert [record["step"] for record in logged] == [1, 2]
+    assert all(math.isfinite(record["reward"]) for record in logged)
+    assert (run_dir / "adapter_config.json").is_file()

@@ -1,4 +1,4 @@
-"""Learning-rate schedules match transformers' own and the textbook formulas; plateau and early stopping follow eval_loss."""
+"""LR schedules match transformers' own and the textbook formulas; plateau and early stopping follow eval_loss."""
 
 from __future__ import annotations
 

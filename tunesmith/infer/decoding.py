@@ -1,11 +1,15 @@
 """Decode a batch of prompts together, step by step, with left padding and a shared KV cache.
 
 Each row keeps its own settings, stop strings and token budget. A row leaves the batch as soon as it is
-done (end of turn, stop string, budget, or cancelled by its caller), and its KV cache rows go with it, so
-the remaining rows do not pay for finished ones.
+done (end of turn, stop string, budget, or cancelled by its caller) and is reported at once; its KV cache
+rows go with it. Between steps, new requests can join the running batch (`admit`): they are pre-filled on
+their own, then their cache is left-padded to the batch's width and stacked under it, so a request that
+arrives mid-batch waits one step, not for the whole batch.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -26,14 +30,20 @@ def left_padded(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Te
 
 
 class _Row:
-    def __init__(self, request: DecodeRequest, tokenizer, budget: int):
+    def __init__(self, request: DecodeRequest, tokenizer, max_context: int | None):
         self.request = request
         self.tracker = TextTracker(tokenizer, request.settings.stop)
-        self.budget = budget
+        budget = request.settings.max_new_tokens
+        if max_context:
+            budget = min(budget, max_context - len(request.prompt_ids))
+        self.budget = max(1, budget)
         self.finish_reason: str | None = None
         self.outcome: DecodeResult | None = None
 
     def advance(self, token: int, stop_ids: set[int]) -> None:
+        if self.request.cancelled.is_set():
+            self.finish_reason = "cancelled"
+            return
         if token in stop_ids:
             self.finish_reason = "stop"
             return
@@ -55,54 +65,104 @@ class _Row:
         self.request.on_done(self.outcome)
 
 
-@torch.no_grad()
-def decode_batch(model, tokenizer, requests: list[DecodeRequest], stop_ids: list[int],
-                 max_context: int | None) -> list[DecodeResult]:
-    """Generate a reply for every request; results in the order of `requests`."""
+class _Running:
+    """The rows decoding together and their shared state, row i of every tensor being rows[i]."""
+
+    def __init__(self, rows, cache, mask, tokens, sampler):
+        self.rows, self.cache, self.mask, self.tokens, self.sampler = rows, cache, mask, tokens, sampler
+
+    def step(self, model, stop_ids: set[int]) -> None:
+        self.mask = torch.cat([self.mask, torch.ones_like(self.tokens).unsqueeze(1)], dim=1)
+        positions = self.mask.sum(dim=1, keepdim=True) - 1
+        out = model(input_ids=self.tokens.unsqueeze(1), attention_mask=self.mask, position_ids=positions,
+                    past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache = out.past_key_values
+        self._take(out.logits[:, -1, :], stop_ids)
+
+    def _take(self, logits: torch.Tensor, stop_ids: set[int]) -> None:
+        self.tokens = self.sampler.next_tokens(logits)
+        self.sampler.record(self.tokens)
+        for row, token in zip(self.rows, self.tokens.tolist()):
+            row.advance(token, stop_ids)
+
+    def drop_finished(self) -> None:
+        keep = [i for i, row in enumerate(self.rows) if row.finish_reason is None]
+        for row in self.rows:
+            if row.finish_reason is not None:
+                row.finish()
+        if len(keep) < len(self.rows) and keep:
+            kept = torch.tensor(keep, device=self.tokens.device)
+            self.cache.batch_select_indices(kept)
+            self.sampler.keep_rows(kept)
+            self.mask, self.tokens = self.mask[kept], self.tokens[kept]
+        self.rows = [self.rows[i] for i in keep]
+
+    def absorb(self, other: "_Running") -> None:
+        """Stack `other`'s rows under these, left-padding the shorter side's cache and mask to one width."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([_pad_left(mine.keys, width, 2), _pad_left(theirs.keys, width, 2)])
+            mine.values = torch.cat([_pad_left(mine.values, width, 2), _pad_left(theirs.values, width, 2)])
+        self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(other.mask, width, 1)])
+        self.tokens = torch.cat([self.tokens, other.tokens])
+        self.sampler.extend(other.sampler)
+        self.rows += other.rows
+
+
+def prefill(model, tokenizer, requests: list[DecodeRequest], max_context, stop_ids: set[int]) -> _Running:
+    """Run the prompts and pick each row's first token."""
     device = next(model.parameters()).device
-    rows = [_Row(r, tokenizer, _budget(r, max_context)) for r in requests]
+    rows = [_Row(r, tokenizer, max_context) for r in requests]
     prompts = [r.prompt_ids for r in requests]
     input_ids, mask = left_padded(prompts, tokenizer.pad_token_id or 0, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    active = list(range(len(rows)))  # indices into `rows` of the rows still in the batch, in batch order
-    cache = sampler = None
+    # logits_to_keep=1: only the last position is needed, not [rows, prompt, vocab] of logits.
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1, :]
+    # The vocabulary size is the logits' width, which may exceed len(tokenizer).
+    sampler = BatchSampler([r.settings for r in requests], prompts, logits.shape[-1], device)
+    running = _Running(rows, out.past_key_values, mask, None, sampler)
+    running._take(logits, stop_ids)
+    return running
+
+
+@torch.no_grad()
+def decode_batch(model, tokenizer, requests: list[DecodeRequest], stop_ids: list[int], max_context: int | None,
+                 admit: Callable[[int], list[DecodeRequest]] | None = None, max_rows: int = 0) -> list[DecodeResult]:
+    """Generate a reply for every request; results in the order the requests started (given, then admitted).
+
+    admit(room): called between steps for up to `room` more requests to join, while fewer than `max_rows`
+    run. Only for caches that can be stacked (plain full-attention layers); others decode as given."""
     stops = set(stop_ids)
-    while active:
-        # logits_to_keep=1: the prefill needs only the last position, not [rows, prompt, vocab] of logits.
-        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
-        cache, logits = out.past_key_values, out.logits[:, -1, :]
-        if sampler is None:  # the vocabulary size is the logits' width, which may exceed len(tokenizer)
-            sampler = BatchSampler([r.settings for r in requests], prompts, logits.shape[-1], device)
-        tokens = sampler.next_tokens(logits)
-        sampler.record(tokens)
-        for slot, token in enumerate(tokens.tolist()):
-            row = rows[active[slot]]
-            if row.request.cancelled.is_set():
-                row.finish_reason = "cancelled"
+    running = prefill(model, tokenizer, requests, max_context, stops)
+    started = list(running.rows)
+    can_join = admit is not None and _stackable(running.cache)
+    while True:
+        running.drop_finished()
+        newcomers = admit(max_rows - len(running.rows)) if can_join and len(running.rows) < max_rows else []
+        if newcomers:
+            joining = prefill(model, tokenizer, newcomers, max_context, stops)
+            started += joining.rows
+            if running.rows:
+                running.absorb(joining)
             else:
-                row.advance(token, stops)
-        keep = [slot for slot, index in enumerate(active) if rows[index].finish_reason is None]
-        for slot, index in enumerate(active):
-            if rows[index].finish_reason is not None:
-                rows[index].finish()
-        if len(keep) < len(active):
-            if not keep:
-                break
-            kept = torch.tensor(keep, device=device)
-            cache.batch_select_indices(kept)
-            sampler.keep_rows(kept)
-            tokens, mask, positions = tokens[kept], mask[kept], positions[kept]
-            active = [active[slot] for slot in keep]
-        input_ids = tokens.unsqueeze(1)
-        mask = torch.cat([mask, torch.ones_like(input_ids)], dim=1)
-        positions = positions[:, -1:] + 1
-    return [row.outcome for row in rows]
+                running = joining
+            continue  # the newcomers already took a token; drop any that finished with it
+        if not running.rows:
+            return [row.outcome for row in started]
+        running.step(model, stops)
 
 
-def _budget(request: DecodeRequest, max_context: int | None) -> int:
-    budget = request.settings.max_new_tokens
-    if max_context:
-        budget = min(budget, max_context - len(request.prompt_ids))
-    return max(1, budget)
+def _stackable(cache) -> bool:
+    from transformers.cache_utils import DynamicLayer
 
+    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+
+
+def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)

@@ -36,7 +36,9 @@ class Engine:
         self.tokenizer = template.tokenizer
         self.max_context = max_context
 
-    def run_batch(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+    def run_batch(self, requests: list[DecodeRequest], admit=None, max_rows: int = 0) -> list[DecodeResult]:
+        """Decode the requests together; `admit(room)`, where the backend can, supplies more to join
+        between steps while fewer than `max_rows` run."""
         raise NotImplementedError
 
     def count_tokens(self, messages: list[dict], tools: list | None = None) -> int:
@@ -102,11 +104,12 @@ class HfEngine(Engine):
         super().__init__(template, getattr(model.config, "max_position_embeddings", None))
         self.model = model.eval()
 
-    def run_batch(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+    def run_batch(self, requests: list[DecodeRequest], admit=None, max_rows: int = 0) -> list[DecodeResult]:
         """Decode prompt ids together; each request's `on_text` receives its text as it becomes final."""
         for request in requests:
             self.check_fits(len(request.prompt_ids))
-        return decode_batch(self.model, self.tokenizer, requests, self.template.stop_token_ids(), self.max_context)
+        return decode_batch(self.model, self.tokenizer, requests, self.template.stop_token_ids(), self.max_context,
+                            admit, max_rows)
 
     def score(self, messages: list[dict], continuations: list[str]) -> list[float]:
         """Log-likelihood of each continuation as the start of the assistant's reply to `messages`."""

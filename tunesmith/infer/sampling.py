@@ -14,6 +14,10 @@ import torch
 from tunesmith.infer.settings import GenerationSettings
 
 
+# Per-row tensors, all indexed by batch row.
+_ROW_STATE = ("temperature", "top_p", "top_k", "repetition", "presence", "frequency", "seen", "generated_counts")
+
+
 class BatchSampler:
     """Per-row sampling state for one batch: parameters, token counts for penalties, random generators."""
 
@@ -78,10 +82,17 @@ class BatchSampler:
         self.seen[rows, tokens] = True
         self.generated_counts[rows, tokens] += 1
 
+    def extend(self, other: "BatchSampler") -> None:
+        """Append the rows of another sampler (requests joining a running batch)."""
+        for name in _ROW_STATE:
+            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
+        self.generators += other.generators
+        self.penalties |= other.penalties
+        self.filters |= other.filters
+
     def keep_rows(self, rows: torch.Tensor) -> None:
         """Drop the rows that finished, keeping the others in order."""
-        for name in ("temperature", "top_p", "top_k", "repetition", "presence", "frequency", "seen",
-                     "generated_counts"):
+        for name in _ROW_STATE:
             setattr(self, name, getattr(self, name)[rows])
         self.generators = [self.generators[i] for i in rows.tolist()]
 

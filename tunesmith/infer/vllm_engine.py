@@ -40,7 +40,8 @@ class VllmEngine(Engine):
         self.lora = LoRARequest("adapter", 1, str(adapter_dir)) if adapter_dir else None
         super().__init__(template, self.llm.llm_engine.model_config.max_model_len)
 
-    def run_batch(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+    def run_batch(self, requests: list[DecodeRequest], admit=None, max_rows: int = 0) -> list[DecodeResult]:
+        # `admit` is not used: requests join at the next call, as vLLM's own scheduler works per call.
         live = [r for r in requests if not r.cancelled.is_set()]
         for request in live:
             self.check_fits(len(request.prompt_ids))

@@ -30,9 +30,12 @@ class ValueHeadModel(torch.nn.Module):
         dtype = next(backbone.parameters()).dtype
         self.head = head.to(dtype=torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype)
 
-    @property
-    def config(self):
-        return self.backbone.config
+    def __getattr__(self, name: str):
+        """Everything else (config, input embeddings, activation checkpointing...) is the backbone's."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.backbone, name)
 
     def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}

@@ -27,7 +27,7 @@ class BatchScheduler:
         self._waiting: deque[tuple[DecodeRequest, "Submission"]] = deque()
         self._wake = threading.Condition()
         self._closed = False
-        self._running: list[DecodeRequest] = []
+        self._running: list[tuple[DecodeRequest, Submission]] = []  # the batch now decoding
         self._thread = threading.Thread(target=self._work, name="tunesmith-batcher", daemon=True)
         self._thread.start()
 
@@ -49,7 +49,7 @@ class BatchScheduler:
         """Stop taking work and cut the running batch short, so shutdown does not wait for long replies."""
         with self._wake:
             self._closed = True
-            for request in self._running:
+            for request, _ in self._running:
                 request.cancelled.set()
             self._wake.notify()
         self._thread.join(timeout=30)
@@ -61,16 +61,26 @@ class BatchScheduler:
                     self._wake.wait()
                 if self._closed:
                     return
-                batch = [self._waiting.popleft() for _ in range(min(self.max_batch, len(self._waiting)))]
-                self._running = [request for request, _ in batch]
+                self._running = self._take(self.max_batch)
             try:
-                results = self.engine.run_batch([request for request, _ in batch])
+                results = self.engine.run_batch([request for request, _ in self._running], admit=self._admit,
+                                                max_rows=self.max_batch)
             except Exception as err:  # one bad batch must not stop the server: its callers get the error
-                for request, submission in batch:
-                    submission.deliver(request, err)
-                continue
-            for (request, submission), result in zip(batch, results):
-                submission.deliver(request, result)
+                results = [err] * len(self._running)
+            for (request, submission), outcome in zip(self._running, results):
+                submission.deliver(request, outcome)
+
+    def _admit(self, room: int) -> list[DecodeRequest]:
+        """Waiting requests that join the running batch between two steps (called by the engine)."""
+        with self._wake:
+            if self._closed:
+                return []
+            joining = self._take(room)
+            self._running += joining
+        return [request for request, _ in joining]
+
+    def _take(self, count: int) -> list[tuple[DecodeRequest, "Submission"]]:
+        return [self._waiting.popleft() for _ in range(min(count, len(self._waiting)))]
 
 
 class Submission:

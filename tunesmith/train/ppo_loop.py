@@ -11,6 +11,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from tunesmith.errors import TunesmithError
 from tunesmith.train.checkpoint import save_checkpoint
 from tunesmith.train.loop import total_steps
 from tunesmith.train.metrics import MetricsLog
@@ -18,7 +19,7 @@ from tunesmith.train.optim import build_optimizer, build_scheduler
 
 
 class PpoTrainer:
-    def __init__(self, accelerator, model, stage, train, stream, run_dir):
+    def __init__(self, accelerator, model, stage, train, stream, run_dir, sinks=None):
         self.accelerator = accelerator
         self.stage = stage
         self.train_config = train
@@ -29,8 +30,12 @@ class PpoTrainer:
         optimizer = build_optimizer(model, train)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.scheduler = build_scheduler(self.optimizer, train, self.total_steps * self.epochs)
-        self.metrics = MetricsLog(run_dir, enabled=accelerator.is_main_process)
+        self.metrics = MetricsLog(run_dir, enabled=accelerator.is_main_process, sinks=sinks)
         self.step = 0
+
+    def resume(self, checkpoint) -> None:
+        raise TunesmithError(f"resuming a ppo run is not supported yet ({checkpoint}); unset train.resume and "
+                             "start the run again")
 
     def run(self) -> None:
         self.model.train()
@@ -49,6 +54,7 @@ class PpoTrainer:
                     and self.step < self.total_steps:
                 self.save_checkpoint()
         bar.close()
+        self.metrics.close()
 
     def train_step(self) -> dict:
         batch = {key: value.to(self.accelerator.device) if torch.is_tensor(value) else value

@@ -51,7 +51,7 @@ def _wire_page(ctx: WebuiContext, demo: gr.Blocks, tr: Translated, form: ConfigF
         job = ctx.jobs.job
         finished_eval = job is not None and job.kind == "eval" and not job.running
         results = result_rows(job.output) if finished_eval else None
-        now = (progress, log, points.to_json(), results)
+        now = (progress, log, None if points is None else points.to_json(), results)
         last = last or (None,) * len(now)
         values = (progress, log, points, results)
         return (*[value if key != before else gr.skip() for value, key, before in zip(values, now, last)], now)

@@ -44,7 +44,6 @@ def build_chat_tab(ctx: WebuiContext, tr: Translated, form: ConfigForm, top: Top
         chosen = str(ctx.guard.existing(checkpoint, "checkpoint", "dir")) if checkpoint else None
         if model is None and chosen is None:
             raise TunesmithError("no model to load; type a model path or pick a checkpoint")
-        gr.Info(ctx.texts.text("loading", lang))
         return ctx.texts.text("loaded", lang).format(what=ctx.chat.load(model, chosen, template_name, gguf))
 
     load.click(load_model, [top.language, model_path, top.checkpoint, template, *([gguf_file] if gguf_file else [])],

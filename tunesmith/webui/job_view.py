@@ -11,13 +11,14 @@ LOG_LINES = 40
 
 
 def job_view(ctx: WebuiContext, lang: str):
-    """(progress HTML, log tail, chart rows as a DataFrame) for the job the server is running or last ran."""
+    """(progress HTML, log tail, chart rows as a DataFrame or None) for the job running or last run."""
     import pandas as pd
 
     job = ctx.jobs.job
-    # Typed even when empty: the chart takes its axis types (numeric, not categories) from the columns.
-    points = pd.DataFrame(loss_points(job.run_dir if job else None), columns=["step", "loss", "series"]).astype(
-        {"step": "int64", "loss": "float64", "series": "str"})
+    rows = loss_points(job.run_dir if job else None)
+    # No data is sent as None, not an empty table: the chart fixes its axis types and colours from the first
+    # table it draws, and an empty one has neither.
+    points = pd.DataFrame(rows).astype({"step": "int64", "loss": "float64", "series": "str"}) if rows else None
     if job is None:
         return "", "", points
     log = job.log.tail(LOG_LINES)

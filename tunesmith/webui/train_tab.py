@@ -14,6 +14,7 @@ from tunesmith.webui.forms import ConfigForm, Translated, field_id, field_widget
 from tunesmith.webui.reporting import reported
 from tunesmith.webui.topbar import TopBar
 
+SERIES_COLORS = {"loss": "#4c78a8", "eval_loss": "#e45756"}  # training and validation loss
 BUTTONS = ("preview_command", "estimate", "start", "stop", "resume")
 
 
@@ -87,8 +88,9 @@ def _outputs(tr: Translated):
         config_yaml = tr.ui(gr.Code(language="yaml", label=tr.t("config_yaml"), elem_id="config-yaml", max_lines=24),
                             "config_yaml")
         command = tr.ui(gr.Textbox(label=tr.t("command"), lines=2, elem_id="command"), "command")
-    chart = tr.ui(gr.LinePlot(x="step", y="loss", color="series", label=tr.t("loss_chart"), elem_id="loss-chart",
-                              height=300), "loss_chart")
+    # Fixed colours: the chart starts empty, and colours picked from the first (empty) data would stay unset.
+    chart = tr.ui(gr.LinePlot(x="step", y="loss", color="series", color_map=SERIES_COLORS, label=tr.t("loss_chart"),
+                              elem_id="loss-chart", height=300), "loss_chart")
     return status, config_yaml, command, chart
 
 

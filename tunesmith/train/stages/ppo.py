@@ -11,7 +11,7 @@ from tunesmith.data.records import Encoded
 from tunesmith.errors import TunesmithError
 from tunesmith.model.reference import Reference, unwrap
 from tunesmith.model.value_head import ValueHeadModel, new_head
-from tunesmith.train.losses import masked_mean, ppo_policy_losses, ppo_value_losses
+from tunesmith.train.losses import ppo_policy_losses, ppo_value_losses
 from tunesmith.train.stages import ppo_rollout as rollouts
 from tunesmith.train.stages.base import Stage
 
@@ -109,10 +109,11 @@ class PpoStage(Stage):
         }
         return ((pg + ppo.value_coef * vf) * mask).sum(), metrics
 
-    def make_trainer(self, accelerator, model, train, stream, val, run_dir):
+    def make_trainer(self, accelerator, model, train, stream, val, run_dir, sinks=None):
+        """PPO's own loop; there is no validation loss to compute, so `val` goes unused."""
         from tunesmith.train.ppo_loop import PpoTrainer
 
-        return PpoTrainer(accelerator, model, self, train, stream, run_dir)
+        return PpoTrainer(accelerator, model, self, train, stream, run_dir, sinks)
 
 
 def load_reward_scorer(folder: Path, policy_tokenizer, device) -> rollouts.Scorer:

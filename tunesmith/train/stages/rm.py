@@ -49,10 +49,7 @@ def last_reply_values(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     labelled = batch["labels"] != IGNORE
     positions = torch.arange(labelled.shape[1], device=labelled.device)
     last = torch.where(labelled, positions, -1).max(-1).values
-    hidden = _unwrap(model).hidden_states(batch)
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    return _unwrap(model).values(hidden[rows, last]).float()
-
-
-def _unwrap(model):
-    return getattr(model, "module", model)
+    # Through the model's own forward, so a distributed wrapper sees the pass and syncs the gradients.
+    values = model(**{key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch})
+    rows = torch.arange(values.shape[0], device=values.device)
+    return values[rows, last].float()
