@@ -223,6 +223,11 @@ def _group_order() -> list[str]:
     return list(RunConfig.model_fields)
 
 
+def foreign_key_target(key: str) -> str:
+    """The tunesmith field a LLaMA-Factory key becomes ('' when it is not a plain rename)."""
+    return _table()["renames"].get(key, "")
+
+
 @functools.cache
 def _table() -> dict[str, dict]:
     return yaml.safe_load((Path(__file__).parent / "llamafactory.yaml").read_text(encoding="utf-8"))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import difflib
-import functools
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from tunesmith.config.llamafactory import foreign_key_target
 from tunesmith.config.schema import RunConfig
 from tunesmith.errors import TunesmithError
 
@@ -107,17 +107,13 @@ def _suggestion(loc: tuple) -> str:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation
-    alias = _key_aliases().get(str(loc[-1]))
+    # LLaMA-Factory's names are the ones people most often bring (learning_rate for lr, ...).
+    alias = foreign_key_target(str(loc[-1])).rsplit(".", 1)[-1]
     if alias in model.model_fields:
         return f" (did you mean '{alias}'?)"
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.5)
     known = ", ".join(model.model_fields)
     return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {known})"
-
-
-@functools.cache
-def _key_aliases() -> dict[str, str]:
-    return yaml.safe_load((Path(__file__).parent / "key_aliases.yaml").read_text(encoding="utf-8"))
 
 
 def dump_config(config: RunConfig) -> str:

@@ -9,9 +9,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tunesmith.errors import TunesmithError
-from tunesmith.eval.generation import generate_batch
 from tunesmith.eval.metrics import corpus_scores
 from tunesmith.eval.scoring import length_sorted_batches
+from tunesmith.infer.settings import GenerationSettings
 
 PREDICTIONS_FILE = "generated_predictions.jsonl"
 
@@ -30,12 +30,13 @@ def evaluate_predictions(engine, conversations: list, batch_size: int = 8, max_n
     """BLEU-4 / ROUGE of the generated replies; with out_dir, writes generated_predictions.jsonl there."""
     started = time.perf_counter()
     pairs = [prompt_and_reference(conversation) for conversation in conversations]
-    prompts = [engine.template.prompt_ids(messages) for messages, _ in pairs]
-    predictions = [""] * len(prompts)
-    for batch in tqdm(length_sorted_batches([len(p) for p in prompts], batch_size), desc="generating", unit="batch"):
-        replies = generate_batch(engine, [prompts[i] for i in batch], max_new_tokens, temperature)
+    lengths = [engine.count_tokens(messages) for messages, _ in pairs]
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature)
+    predictions = [""] * len(pairs)
+    for batch in tqdm(length_sorted_batches(lengths, batch_size), desc="generating", unit="batch"):
+        replies = engine.generate_batch([pairs[i][0] for i in batch], settings)
         for index, reply in zip(batch, replies):
-            predictions[index] = reply
+            predictions[index] = reply.strip()
     references = [reference for _, reference in pairs]
     results = {"metrics": corpus_scores(predictions, references), "samples": len(pairs)}
     if out_dir is not None:
