@@ -9,24 +9,30 @@ from tunesmith.infer.engine import ContextTooLong, GenerationSettings
 HELP = "commands: /clear forgets the conversation, /exit (or Ctrl-D) quits"
 
 
+CLEAR = "/clear"
+
+
+def next_message(read=input) -> str | None:
+    """The user's next line: None when they quit (/exit, /quit, Ctrl-D, Ctrl-C), CLEAR for /clear."""
+    try:
+        text = read("\nyou> ").strip()
+    except (EOFError, KeyboardInterrupt):
+        print()
+        return None
+    return None if text in ("/exit", "/quit") else text
+
+
 def answer_once(engine, prompt: str, system: str | None, settings: GenerationSettings) -> str:
-    messages = _start(system) + [{"role": "user", "content": prompt}]
+    messages = start_messages(system) + [{"role": "user", "content": prompt}]
     return _stream_reply(engine, messages, settings)
 
 
 def chat_loop(engine, system: str | None, settings: GenerationSettings, read=input) -> None:
     print(HELP)
-    messages = _start(system)
-    while True:
-        try:
-            text = read("\nyou> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            print()
-            return
-        if text in ("/exit", "/quit"):
-            return
-        if text == "/clear":
-            messages = _start(system)
+    messages = start_messages(system)
+    while (text := next_message(read)) is not None:
+        if text == CLEAR:
+            messages = start_messages(system)
             print("(history cleared)")
             continue
         if not text:
@@ -45,7 +51,7 @@ def chat_loop(engine, system: str | None, settings: GenerationSettings, read=inp
         print(f"\n[context: {context}{limit} tokens]")
 
 
-def _start(system: str | None) -> list[dict]:
+def start_messages(system: str | None) -> list[dict]:
     return [{"role": "system", "content": system}] if system else []
 
 

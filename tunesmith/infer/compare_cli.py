@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import textwrap
 
+from tunesmith.infer.chat_cli import CLEAR, next_message, start_messages
 from tunesmith.infer.engine import ContextTooLong, GenerationSettings
 
 HELP = "compare mode: every model answers each message; /clear forgets the conversations, /exit quits"
@@ -30,17 +31,10 @@ def side_by_side(columns: list[tuple[str, str]], width: int) -> str:
 def compare_loop(engines: list[tuple[str, object]], system: str | None, settings: GenerationSettings,
                  read=input) -> None:
     print(HELP)
-    histories = {name: _start(system) for name, _ in engines}
-    while True:
-        try:
-            text = read("\nyou> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            print()
-            return
-        if text in ("/exit", "/quit"):
-            return
-        if text == "/clear":
-            histories = {name: _start(system) for name, _ in engines}
+    histories = {name: start_messages(system) for name, _ in engines}
+    while (text := next_message(read)) is not None:
+        if text == CLEAR:
+            histories = {name: start_messages(system) for name, _ in engines}
             print("(history cleared)")
             continue
         if text:
@@ -62,7 +56,3 @@ def compare_turn(engines, histories: dict[str, list[dict]], text: str, settings:
         limit = f"/{engine.max_context}" if engine.max_context else ""
         columns.append((f"{name} [{engine.count_tokens(histories[name])}{limit} tokens]", reply))
     return side_by_side(columns, shutil.get_terminal_size().columns)
-
-
-def _start(system: str | None) -> list[dict]:
-    return [{"role": "system", "content": system}] if system else []

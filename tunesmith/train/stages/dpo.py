@@ -5,41 +5,21 @@ from __future__ import annotations
 
 from tunesmith.model.reference import Reference
 from tunesmith.train.losses import dpo_losses, orpo_losses, simpo_losses
-from tunesmith.train.stages.base import Stage
-from tunesmith.train.stages.preference import (
-    collate_pairs,
-    count_truncated,
-    encode_pair,
-    precompute_reference,
-    reference_logps,
-    reply_logps,
-)
+from tunesmith.train.stages.preference import PairStage, precompute_reference, reference_logps, reply_logps
 
 REFERENCE_FREE = ("orpo", "simpo")
 LENGTH_AVERAGED = ("ipo", "orpo", "simpo")  # these losses compare mean log-probs per reply token
 
 
-class DpoStage(Stage):
+class DpoStage(PairStage):
     name = "dpo"
-    record_kind = "preference"
 
     def __init__(self, config=None):
         super().__init__(config)
         self.reference = None
 
-    def encode(self, record, template, data):
-        return encode_pair(template, record, data.max_length)
-
-    def collate(self, samples, pad_id):
-        return collate_pairs(samples, pad_id)
-
-    def count_units(self, batch):
-        return batch["input_ids"].shape[0] // 2
-
     def prepare(self, model, data, config, device):
-        truncated = count_truncated(data.train + data.val)
-        if truncated:
-            print(f"dpo: {truncated} prompts truncated from the left to fit data.max_length")
+        self.report_truncated(data)
         if self.config.loss in REFERENCE_FREE:
             return model
         self.reference = Reference(model).to(device)

@@ -113,6 +113,9 @@ class PpoStage(Stage):
         """PPO's own loop; there is no validation loss to compute, so `val` goes unused."""
         from tunesmith.train.ppo_loop import PpoTrainer
 
+        if accelerator.num_processes > 1:
+            # Rollouts and the PPO loss call the policy past its DDP wrapper, so gradients would not sync.
+            raise TunesmithError("stage ppo runs in one process for now; set dist.nproc_per_node=1")
         return PpoTrainer(accelerator, model, self, train, stream, run_dir, sinks)
 
 

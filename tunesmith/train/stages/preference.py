@@ -16,6 +16,7 @@ from tunesmith.data.collator import pad_batch
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
 from tunesmith.train.forward import target_logits
+from tunesmith.train.stages.base import Stage
 
 REJECTED = "rejected"  # meta key of a pair's rejected reply (an Encoded)
 PROMPT_TRUNCATED = "prompt_truncated"  # meta flag: the prompt lost tokens from its left end
@@ -111,3 +112,23 @@ def precompute_reference(reference, model, samples: list[Encoded], collate, batc
 
 def count_truncated(samples: list[Encoded]) -> int:
     return sum(1 for sample in samples if sample.meta.get(PROMPT_TRUNCATED))
+
+
+class PairStage(Stage):
+    """Stages trained on (chosen, rejected) pairs: each sample is one pair, collated chosen rows first."""
+
+    record_kind = "preference"
+
+    def encode(self, record, template, data):
+        return encode_pair(template, record, data.max_length)
+
+    def collate(self, samples, pad_id):
+        return collate_pairs(samples, pad_id)
+
+    def count_units(self, batch):
+        return batch["input_ids"].shape[0] // 2
+
+    def report_truncated(self, data) -> None:
+        truncated = count_truncated(data.train + data.val)
+        if truncated:
+            print(f"{self.name}: {truncated} prompts truncated from the left to fit data.max_length")

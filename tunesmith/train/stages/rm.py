@@ -8,27 +8,14 @@ import torch
 from tunesmith.data.template import IGNORE
 from tunesmith.model.value_head import ValueHeadModel
 from tunesmith.train.losses import pairwise_reward_loss
-from tunesmith.train.stages.base import Stage
-from tunesmith.train.stages.preference import collate_pairs, count_truncated, encode_pair
+from tunesmith.train.stages.preference import PairStage
 
 
-class RmStage(Stage):
+class RmStage(PairStage):
     name = "rm"
-    record_kind = "preference"
-
-    def encode(self, record, template, data):
-        return encode_pair(template, record, data.max_length)
-
-    def collate(self, samples, pad_id):
-        return collate_pairs(samples, pad_id)
-
-    def count_units(self, batch):
-        return batch["input_ids"].shape[0] // 2
 
     def prepare(self, model, data, config, device):
-        truncated = count_truncated(data.train + data.val)
-        if truncated:
-            print(f"rm: {truncated} prompts truncated from the left to fit data.max_length")
+        self.report_truncated(data)
         return ValueHeadModel(model)
 
     def loss(self, model, batch):
