@@ -105,3 +105,17 @@ def test_fsdp_without_gpus_says_what_to_use_instead(tmp_path):
     config = validate_config(tiny_run_config("m", tmp_path, tmp_path / "o", dist={"engine": "fsdp"}))
     with pytest.raises(TunesmithError, match="ddp or deepspeed"):
         make_accelerator(config)
+
+
+def test_two_process_run_resumes_on_the_same_trajectory(single_process_losses):
+    folder, config, _ = single_process_losses
+    config = {**config, "train": {**config["train"], "batch_size": 2, "max_steps": 4, "save_steps": 2,
+                                  "output_dir": str(folder / "resumed")}}
+    uninterrupted = [r["loss"] for r in train_process(folder, config, "dist.nproc_per_node=2")]
+    assert [p.name for p in (folder / "resumed").glob("checkpoint-*")] == ["checkpoint-2"]
+
+    # Run again from checkpoint-2: steps 3 and 4 are trained anew and must come out the same.
+    resumed = [r["loss"] for r in train_process(folder, config, "dist.nproc_per_node=2", "train.resume=auto")]
+
+    assert len(resumed) == 4
+    assert resumed == pytest.approx(uninterrupted, rel=1e-6)
