@@ -3,9 +3,8 @@ orpo and simpo without one. Logs rewards/chosen, rewards/rejected, accuracy and 
 
 from __future__ import annotations
 
-from tunesmith.model.reference import Reference
 from tunesmith.train.losses import dpo_losses, orpo_losses, simpo_losses
-from tunesmith.train.stages.preference import PairStage, precompute_reference, reference_logps, reply_logps
+from tunesmith.train.stages.preference import PairStage, build_reference, reference_logps, reply_logps
 
 REFERENCE_FREE = ("orpo", "simpo")
 LENGTH_AVERAGED = ("ipo", "orpo", "simpo")  # these losses compare mean log-probs per reply token
@@ -22,12 +21,7 @@ class DpoStage(PairStage):
         self.report_truncated(data)
         if self.config.loss in REFERENCE_FREE:
             return model
-        self.reference = Reference(model).to(device)
-        if self.config.precompute_ref:
-            model.to(device)
-            for samples in (data.train, data.val):  # padding is masked out, so its id does not matter
-                precompute_reference(self.reference, model, samples, lambda chunk: self.collate(chunk, 0),
-                                     config.train.batch_size, device)
+        self.reference = build_reference(self, model, data, config, device)
         return model
 
     def loss(self, model, batch):

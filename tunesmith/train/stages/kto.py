@@ -12,16 +12,15 @@ import torch
 from tunesmith.data.collator import pad_batch
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
-from tunesmith.model.reference import Reference
 from tunesmith.train.losses import kto_kl_estimate, kto_losses
 from tunesmith.train.stages.base import Stage
 from tunesmith.train.stages.preference import (
     REF_LOGPS,
-    count_truncated,
+    build_reference,
     encode_replies,
-    precompute_reference,
     reference_logps,
     reply_logps,
+    report_truncated,
 )
 
 DESIRABLE = "desirable"
@@ -54,17 +53,10 @@ class KtoStage(Stage):
         return int(batch[DESIRABLE].shape[0])
 
     def prepare(self, model, data, config, device):
-        truncated = count_truncated(data.train + data.val)
-        if truncated:
-            print(f"kto: {truncated} prompts truncated from the left to fit data.max_length")
+        report_truncated(self.name, data)
         for samples in (data.train, data.val):
             assign_kl_partners(samples, config.data.max_length)
-        self.reference = Reference(model).to(device)
-        if self.config.precompute_ref:
-            model.to(device)
-            for samples in (data.train, data.val):  # padding is masked out, so its id does not matter
-                precompute_reference(self.reference, model, samples, lambda chunk: self.collate(chunk, 0),
-                                     config.train.batch_size, device)
+        self.reference = build_reference(self, model, data, config, device)
         return model
 
     def loss(self, model, batch):

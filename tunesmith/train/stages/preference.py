@@ -129,6 +129,23 @@ class PairStage(Stage):
         return batch["input_ids"].shape[0] // 2
 
     def report_truncated(self, data) -> None:
-        truncated = count_truncated(data.train + data.val)
-        if truncated:
-            print(f"{self.name}: {truncated} prompts truncated from the left to fit data.max_length")
+        report_truncated(self.name, data)
+
+
+def report_truncated(stage_name: str, data) -> None:
+    truncated = count_truncated(data.train + data.val)
+    if truncated:
+        print(f"{stage_name}: {truncated} prompts truncated from the left to fit data.max_length")
+
+
+def build_reference(stage, model, data, config, device):
+    """The frozen reference for `model`; with stage.precompute_ref, its log-probs stored on every sample."""
+    from tunesmith.model.reference import Reference
+
+    reference = Reference(model).to(device)
+    if stage.config.precompute_ref:
+        model.to(device)
+        for samples in (data.train, data.val):  # padding is masked out, so its id does not matter
+            precompute_reference(reference, model, samples, lambda chunk: stage.collate(chunk, 0),
+                                 config.train.batch_size, device)
+    return reference
