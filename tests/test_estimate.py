@@ -140,7 +140,10 @@ def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
     assert estimate.gradients == sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
     states = [t for state in optimizer.state.values() for key, t in state.items() if key != "step"]
     assert estimate.optimizer == sum(t.nbytes for t in states)
-    assert estimate.activations == pytest.approx(activations, rel=0.05)
+    # DoRA's measured saved tensors varied between whole-suite runs (1.19 MB and 1.31 MB for this very
+    # config), depending on what peft had cached; the other methods measure the same every run.
+    tolerance = 0.12 if method.get("lora", {}).get("dora") else 0.05
+    assert estimate.activations == pytest.approx(activations, rel=tolerance)
 
 
 def test_estimate_command_prints_counts_and_peak(config_only_dir, tmp_path, capsys):
