@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from tunesmith.config.paths import has_path, set_path
+
 ALL_LINEAR = "all-linear"
 ATTENTION = {"auto": "auto", "sdpa": "sdpa", "fa2": "flash_attention_2", "disabled": "eager"}
 OPTIMIZERS = {"adamw_torch": "adamw", "adamw_torch_fused": "adamw", "adamw_hf": "adamw",
@@ -35,11 +37,7 @@ class Translation:
         if not field_exists(dotted):
             self.unsupported[lf_key] = f"tunesmith has no {dotted} setting"
             return
-        node = self.config
-        *groups, name = dotted.split(".")
-        for group in groups:
-            node = node.setdefault(group, {})
-        node[name] = value
+        set_path(self.config, dotted, value)
         self.applied[lf_key] = dotted
 
     def notes(self) -> list[str]:
@@ -70,7 +68,7 @@ def translate(raw: dict[str, Any]) -> Translation:
     for handler in dict.fromkeys(special.values()):
         handler(raw, result)
     for dotted, value in table["defaults"].items():
-        if not _is_set(result.config, dotted):
+        if not has_path(result.config, dotted):
             result.set(dotted, value, f"(LLaMA-Factory default of {dotted})")
     result.config = {group: result.config[group] for group in _group_order() if group in result.config}
     return result
@@ -200,15 +198,6 @@ def _split(value: Any) -> list:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return list(value)
-
-
-def _is_set(config: dict, dotted: str) -> bool:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
 
 
 def _unknown_reason(key: str, table: dict) -> str:

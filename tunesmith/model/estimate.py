@@ -88,11 +88,11 @@ def read_model_config(model_config):
 
     from transformers import AutoConfig
 
-    from tunesmith.model.load import PACKAGE_PREFIX, _package_folder
+    from tunesmith.model.load import PACKAGE_PREFIX, package_folder
 
     path = model_config.path
     if path.startswith(PACKAGE_PREFIX):
-        path = str(_package_folder(path[len(PACKAGE_PREFIX):]))
+        path = str(package_folder(path[len(PACKAGE_PREFIX):]))
     kwargs = {"trust_remote_code": model_config.trust_remote_code}
     if model_config.gguf_file or path.endswith(".gguf"):
         folder, name = (path, model_config.gguf_file) if model_config.gguf_file else (str(Path(path).parent), Path(path).name)

@@ -32,7 +32,7 @@ def resolve_source(config: ModelConfig) -> ModelSource:
     """Turn model.path / model.gguf_file into something transformers loads, converting GGUF once."""
     path = config.path
     if path.startswith(PACKAGE_PREFIX):
-        path = str(_package_folder(path[len(PACKAGE_PREFIX):]))
+        path = str(package_folder(path[len(PACKAGE_PREFIX):]))
     gguf = _gguf_file(Path(path), config.gguf_file)
     if gguf is not None:
         return ModelSource(str(_converted_gguf(gguf, config.trust_remote_code)), converted_from=str(gguf))
@@ -48,7 +48,7 @@ def resolve_source(config: ModelConfig) -> ModelSource:
     return ModelSource(path)  # a hub id such as org/name
 
 
-def _package_folder(package: str) -> Path:
+def package_folder(package: str) -> Path:
     """The folder of an installed package, found without importing it (importing may need its deps)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:

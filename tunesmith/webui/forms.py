@@ -11,7 +11,8 @@ import gradio as gr
 import yaml
 
 from tunesmith.webui.i18n import Texts
-from tunesmith.webui.schema_fields import FieldSpec, get_path, to_form_value
+from tunesmith.config.paths import get_path
+from tunesmith.webui.schema_fields import FieldSpec, to_form_value
 
 LAYOUT_FILE = Path(__file__).with_name("layout.yaml")
 

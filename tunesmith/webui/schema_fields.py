@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from tunesmith.config.paths import set_path
 from tunesmith.errors import TunesmithError
 
 # How a value is typed in the form. "yaml" is the fallback for lists, dicts and unions: typed as YAML text.
@@ -152,23 +153,6 @@ def _number(spec: FieldSpec, value: Any) -> int | float:
     if number != int(number):
         raise TunesmithError(f"{spec.path}: {value} is not a whole number; type an integer")
     return int(number)
-
-
-def set_path(raw: dict, path: str, value: Any) -> None:
-    *groups, leaf = path.split(".")
-    node = raw
-    for group in groups:
-        node = node.setdefault(group, {})
-    node[leaf] = value
-
-
-def get_path(raw: dict, path: str, default: Any = None) -> Any:
-    node: Any = raw
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def build_raw_config(specs: list[FieldSpec], values: dict[str, Any]) -> dict:

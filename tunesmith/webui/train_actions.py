@@ -16,7 +16,8 @@ from tunesmith.errors import TunesmithError
 from tunesmith.webui.context import WebuiContext
 from tunesmith.webui.jobs import Job, tunesmith_argv
 from tunesmith.webui.runs import RUN_CONFIG
-from tunesmith.webui.schema_fields import build_raw_config, set_path
+from tunesmith.config.paths import set_path
+from tunesmith.webui.schema_fields import build_raw_config
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
