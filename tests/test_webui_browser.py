@@ -108,8 +108,15 @@ def _open(page, server) -> float:
 
 
 def _fill(page, elem_id: str, text: str, submit: bool = False) -> None:
+    """Type `text` and make sure it stays: a field inside an accordion that has just been opened can be
+    re-mounted with its old value right after it is typed into, so re-type until the value holds."""
     box = page.locator(f"#{elem_id}").locator("input, textarea").first
-    box.fill(text)
+    for _ in range(5):
+        box.fill(text)
+        box.press("Tab")  # commits the value to Gradio (its change event) before anything else is clicked
+        page.wait_for_timeout(400)
+        if box.input_value() == text:
+            break
     if submit:
         box.press("Enter")
 
@@ -141,6 +148,7 @@ def test_train_watch_reattach_and_chat(server, page):
     _fill(page, "field-data-dataset_dir", str(server["data"]), submit=True)
     _choose(page, "field-data-datasets", "identity")
     _open_accordion(page, "group-data")
+    _fill(page, "field-data-vars", "{name: Tuna, author: Acme}")
     _fill(page, "field-data-max_length", "128")
     _open_accordion(page, "group-train")
     _fill(page, "field-train-max_steps", "3")
@@ -161,6 +169,7 @@ def test_train_watch_reattach_and_chat(server, page):
     run_dir = server["root"] / "runs" / "browser-run"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["train"]["max_steps"] == 3 and config["data"]["max_length"] == 128
+    assert config["data"]["vars"] == {"name": "Tuna", "author": "Acme"}
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = {m["step"]: m["loss"] for m in metrics if "loss" in m}
     assert sorted(logged) == [1, 2, 3]
