@@ -2,7 +2,8 @@
 
 50,000 alpaca records (LLaMA-Factory's alpaca_en_demo repeated), max_length 256, the SmolLM2 tokenizer with its
 ChatML template (LLaMA-Factory's `smollm2` template), the same number of processes on both sides. Prints the
-seconds of each, the speed-up, and tunesmith's cached second run.
+seconds of each, the speed-up, tunesmith's cached second run, and the floor: the Rust tokenizer alone over the
+rendered texts.
 
 LLaMA-Factory lives in its own venv (its pins differ from ours); create it once:
 
@@ -80,9 +81,25 @@ def run_tunesmith(model_dir: str, data_dir: Path, cache_dir: Path, num_proc: int
                       cache_dir=str(cache_dir))
     stage = get_stage("sft")
     start = time.perf_counter()
-    prepared = prepare_data(data, lambda record: stage.encode(record, template, data), stage.record_kind, 0,
+    prepared = prepare_data(data, lambda records: stage.encode_many(records, template, data), stage.record_kind, 0,
                             fingerprint=encoder_fingerprint(template, stage.name))
     return time.perf_counter() - start, prepared
+
+
+def time_tokenizer_alone(model_dir: str, data_dir: Path) -> float:
+    """Seconds the Rust tokenizer alone takes over the rendered texts (one batch call): the floor under any
+    preprocessing that must tokenize every text."""
+    from tunesmith.config.schema import DataConfig
+    from tunesmith.data.dataset import load_records
+    from tunesmith.data.template import ChatTemplate
+    from transformers import AutoTokenizer
+
+    template = ChatTemplate(AutoTokenizer.from_pretrained(model_dir))
+    records = load_records(DataConfig(datasets=["bench"], dataset_dir=str(data_dir)))
+    texts = [template.render(record.messages) for record in records]
+    start = time.perf_counter()
+    template.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -101,11 +118,13 @@ def main() -> None:
         ours, prepared = run_tunesmith(model_dir, data_dir, cache_dir, args.num_proc)
         cached, _ = run_tunesmith(model_dir, data_dir, cache_dir, args.num_proc)
         print(prepared.summary())
+        floor = time_tokenizer_alone(model_dir, data_dir)
         theirs = run_llamafactory(args.lf_python, model_dir, data_dir, args.num_proc)
     print(f"records {args.records}, max_length {MAX_LENGTH}, processes {args.num_proc}")
     print(f"LLaMA-Factory get_dataset: {theirs:.1f} s")
     print(f"tunesmith prepare_data:    {ours:.1f} s  ({theirs / ours:.1f}x faster)")
     print(f"tunesmith cached rerun:    {cached:.2f} s")
+    print(f"the tokenizer alone:       {floor:.1f} s  (Rust encode_batch of the rendered texts, every core)")
 
 
 def smollm2_dir() -> str:

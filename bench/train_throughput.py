@@ -94,7 +94,8 @@ def mean_targets_per_sample(model: Path, data: Path) -> float:
     config = validate_config(tunesmith_config(model, data, Path("unused"), "lora", 1, False))
     config.data.cache = False
     stage, template = get_stage("sft"), ChatTemplate(load_tokenizer(config.model), "auto")
-    prepared = prepare_data(config.data, lambda r: stage.encode(r, template, config.data), "conversation", 0)
+    prepared = prepare_data(config.data, lambda records: stage.encode_many(records, template, config.data),
+                            "conversation", 0)
     return statistics.fmean(sample.num_targets - (sample.labels[0] != -100) for sample in prepared.train)
 
 

@@ -56,6 +56,25 @@ def identity_dir(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def reward_run(tmp_path_factory, tiny_model_dir):
+    """A finished rm run folder (LoRA adapter + value head + config.yaml), trained two steps."""
+    from stage_harness import assistant, build, user  # imported here: stage_harness imports this module
+    from tunesmith.config import dump_config
+    from tunesmith.data.records import Preference
+    from tunesmith.model.save import save_trained
+    from tunesmith.train.run import CONFIG_FILE
+
+    tmp = tmp_path_factory.mktemp("rm")
+    records = [Preference([user(f"Q{i}?")], assistant("good"), assistant("bad")) for i in range(4)]
+    _, trainer, _, config, template = build(tiny_model_dir, tmp, records, {"kind": "rm"})
+    trainer.run()
+    folder = tmp / "run"
+    save_trained(trainer.model, template.tokenizer, template.source, folder)
+    (folder / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
+    return folder
+
+
 def tiny_run_config(model_dir: Path, data_dir: Path, out_dir: Path, **groups) -> dict:
     """A raw config dict for a few fast steps on the tiny model; `groups` update the groups key by key."""
     config = {

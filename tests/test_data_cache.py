@@ -22,16 +22,17 @@ def template(smollm2_dir):
 
 
 class CountingEncoder:
-    """template.encode that counts its calls and can crash after a number of them."""
+    """template.encode_many that counts the records it encodes and can crash on every record from one on."""
 
-    def __init__(self, template, crash_after: int | None = None):
-        self.template, self.crash_after, self.calls = template, crash_after, 0
+    def __init__(self, template, crash_from: int | None = None):
+        self.template, self.calls = template, 0
+        self.crashing = [] if crash_from is None else _records()[crash_from:]
 
-    def __call__(self, record):
-        self.calls += 1
-        if self.crash_after is not None and self.calls > self.crash_after:
+    def __call__(self, records):
+        if any(record in self.crashing for record in records):
             raise KeyboardInterrupt("simulated crash")
-        return self.template.encode(record)
+        self.calls += len(records)
+        return self.template.encode_many(records)
 
 
 def config(tmp_path, **options) -> DataConfig:
@@ -67,7 +68,7 @@ def test_crashed_run_resumes_from_finished_shards(tmp_path, template, monkeypatc
     monkeypatch.setattr(encoding, "SHARD_SIZE", 20)
     fingerprint = encoder_fingerprint(template, "sft")
     with pytest.raises(KeyboardInterrupt):
-        prepare_data(config(tmp_path), CountingEncoder(template, crash_after=50), "conversation", 0, fingerprint)
+        prepare_data(config(tmp_path), CountingEncoder(template, crash_from=44), "conversation", 0, fingerprint)
     resumed_encoder = CountingEncoder(template)
     resumed = prepare_data(config(tmp_path), resumed_encoder, "conversation", 0, fingerprint)
     assert resumed_encoder.calls == 91 - 40  # shards 0 and 1 (records 1-40) survived the crash
@@ -77,8 +78,8 @@ def test_crashed_run_resumes_from_finished_shards(tmp_path, template, monkeypatc
 
 def test_multi_process_tokenization_matches_one_process(tmp_path, template, monkeypatch):
     monkeypatch.setattr(encoding, "SHARD_SIZE", 25)
-    one = prepare_data(config(tmp_path / "one", cache=False), template.encode, "conversation", 0)
-    two = prepare_data(config(tmp_path / "two", num_proc=2), template.encode, "conversation", 0,
+    one = prepare_data(config(tmp_path / "one", cache=False), template.encode_many, "conversation", 0)
+    two = prepare_data(config(tmp_path / "two", num_proc=2), template.encode_many, "conversation", 0,
                        encoder_fingerprint(template, "sft"))
     assert as_lists(one) == as_lists(two)
     manifest = json.loads(next((tmp_path / "two" / "cache").glob("*/manifest.json")).read_text())

@@ -1,5 +1,6 @@
 """Distributed training on CPU: 2 processes over gloo reach the same losses as 1 process with the same
-global batch, under DDP and DeepSpeed ZeRO; generated DeepSpeed configs pass DeepSpeed's own validation."""
+global batch, under DDP and DeepSpeed ZeRO, with gradient accumulation, and for PPO; generated DeepSpeed configs
+pass DeepSpeed's own validation; FSDP is refused on CPU for the reason accelerate gives."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tunesmith.config.schema import DeepSpeedConfig, DistConfig, TrainConfig
 from tunesmith.dist.deepspeed import deepspeed_config
 from tunesmith.dist.launch import torchrun_command
 from tunesmith.errors import TunesmithError
+from tunesmith.train.metrics import read_metrics
 
 
 def train_process(tmp_path, config: dict, *overrides: str) -> list[dict]:
@@ -32,13 +34,29 @@ def train_process(tmp_path, config: dict, *overrides: str) -> list[dict]:
     return [json.loads(line) for line in lines if "loss" in json.loads(line)]
 
 
+def assert_same_weights(reference_dir, other_dir, files=("model.safetensors",)):
+    from safetensors.torch import load_file
+
+    for name in files:
+        reference, weights = load_file(reference_dir / name), load_file(other_dir / name)
+        assert weights.keys() == reference.keys()
+        assert all(weights[k].allclose(reference[k], rtol=1e-4, atol=1e-5) for k in reference), name
+
+
 @pytest.fixture(scope="module")
-def single_process_losses(tmp_path_factory, tiny_model_dir):
+def dataset_folder(tmp_path_factory):
+    """A folder with LLaMA-Factory's identity.json registered; runs write their output folders beside it."""
     from tests.conftest import LF_DATA
 
     folder = tmp_path_factory.mktemp("dist")
     (folder / "identity.json").write_bytes((LF_DATA / "identity.json").read_bytes())
     (folder / "dataset_info.json").write_text(json.dumps({"identity": {"file_name": "identity.json"}}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def single_process_losses(dataset_folder, tiny_model_dir):
+    folder = dataset_folder
     config = tiny_run_config(tiny_model_dir, folder, folder / "one", method={"kind": "full"},
                              train={"max_steps": 3, "batch_size": 4})
     return folder, config, [r["loss"] for r in train_process(folder, config)]
@@ -47,8 +65,6 @@ def single_process_losses(tmp_path_factory, tiny_model_dir):
 @pytest.mark.parametrize("engine", ["ddp", "deepspeed"])
 def test_two_processes_match_one_with_the_same_global_batch(single_process_losses, engine):
     """DeepSpeed runs ZeRO-3, so the final weights are also gathered from shards into a plain model."""
-    from safetensors.torch import load_file
-
     folder, config, expected = single_process_losses
     config = {**config, "train": {**config["train"], "batch_size": 2, "output_dir": str(folder / engine)}}
 
@@ -56,9 +72,38 @@ def test_two_processes_match_one_with_the_same_global_batch(single_process_losse
                                                "dist.deepspeed.stage=3")]
 
     assert losses == pytest.approx(expected, rel=1e-4)
-    reference, weights = load_file(folder / "one" / "model.safetensors"), load_file(folder / engine / "model.safetensors")
-    assert weights.keys() == reference.keys()
-    assert all(weights[k].allclose(reference[k], rtol=1e-4, atol=1e-5) for k in reference)
+    assert_same_weights(folder / "one", folder / engine)
+
+
+@pytest.mark.parametrize(("engine", "zero"), [("ddp", 0), ("deepspeed", 2), ("deepspeed", 3)])
+def test_two_processes_accumulating_match_one_with_the_same_global_batch(single_process_losses, engine, zero):
+    """2 processes x 2 micro-batches of 1 see the reference's batches of 4; DeepSpeed divides each backward by
+    its gradient_accumulation_steps and steps at the window's end, as accelerate does for DDP.
+
+    The gradient norms are compared too: AdamW's steps hardly depend on the gradients' scale, so the losses
+    alone would not show gradients scaled wrongly by the accumulation steps.
+    """
+    folder, config, expected = single_process_losses
+    reference = read_metrics(folder / "one")
+    out = folder / f"accumulating-{engine}-{zero}"
+    config = {**config, "train": {**config["train"], "batch_size": 1, "grad_accum": 2, "output_dir": str(out)}}
+
+    records = train_process(folder, config, "dist.nproc_per_node=2", f"dist.engine={engine}",
+                            f"dist.deepspeed.stage={zero}")
+
+    assert [r["loss"] for r in records] == pytest.approx(expected, rel=1e-4)
+    assert [r["grad_norm"] for r in records] == pytest.approx([r["grad_norm"] for r in reference], rel=1e-4)
+    assert [r["tokens"] for r in records] == [r["tokens"] for r in reference]  # counted over both processes
+    assert_same_weights(folder / "one", out)
+
+
+def test_users_deepspeed_json_must_accumulate_like_the_loop(tmp_path):
+    (tmp_path / "ds.json").write_text(json.dumps({"gradient_accumulation_steps": 4}))
+    settings = DeepSpeedConfig(config_file=str(tmp_path / "ds.json"))
+
+    with pytest.raises(TunesmithError, match="train.grad_accum is 2"):
+        deepspeed_config(settings, TrainConfig(grad_accum=2), "no")
+    assert deepspeed_config(settings, TrainConfig(grad_accum=4), "no")["gradient_accumulation_steps"] == 4
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
@@ -107,6 +152,42 @@ def test_fsdp_without_gpus_says_what_to_use_instead(tmp_path):
         make_accelerator(config)
 
 
+ACCELERATE_FSDP_PROBE = """
+from accelerate import Accelerator
+from accelerate.utils import FullyShardedDataParallelPlugin
+import torch
+
+for version in (1, 2):
+    accelerator = Accelerator(cpu=True, fsdp_plugin=FullyShardedDataParallelPlugin(fsdp_version=version))
+    print(version, accelerator.distributed_type, type(accelerator.prepare(torch.nn.Linear(2, 2))).__name__)
+"""
+
+
+def test_accelerate_still_runs_no_fsdp_on_cpu(tmp_path):
+    """Why dist.engine=fsdp is refused on CPU: accelerate ignores an FSDP plugin (v1 or v2) in CPU processes and
+    wraps the model in DDP. When this fails, accelerate has learned CPU FSDP: lift the refusal."""
+    (tmp_path / "probe.py").write_text(ACCELERATE_FSDP_PROBE)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_port=29613", str(tmp_path / "probe.py")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("MULTI_CPU DistributedDataParallel") == 4, done.stdout
+
+
+def test_ppo_refuses_engines_that_shard_the_policy(tmp_path):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from tunesmith.config.schema import StageConfig
+    from tunesmith.train.stages.ppo import PpoStage
+
+    stage = PpoStage(StageConfig(kind="ppo", ppo={"reward_model": str(tmp_path)}))
+    for engine in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        with pytest.raises(TunesmithError, match="dist.engine=ddp"):
+            stage.make_trainer(SimpleNamespace(distributed_type=engine), None, None, None, None, tmp_path)
+
+
 def test_two_process_run_resumes_on_the_same_trajectory(single_process_losses):
     folder, config, _ = single_process_losses
     config = {**config, "train": {**config["train"], "batch_size": 2, "max_steps": 4, "save_steps": 2,
@@ -119,3 +200,42 @@ def test_two_process_run_resumes_on_the_same_trajectory(single_process_losses):
 
     assert len(resumed) == 4
     assert resumed == pytest.approx(uninterrupted, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def greedy_policy_dir(tmp_path_factory, smollm2_dir):
+    """The tiny model with larger weights: its greedy replies are words (the default tiny model's are only
+    newlines, which leave the reward model an empty reply) and its top tokens are far apart (no near-ties that
+    float noise could flip)."""
+    from tests.conftest import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("greedy"), smollm2_dir, seed=1, initializer_range=0.2)
+
+
+def test_ppo_two_processes_match_one_with_the_same_global_batch(dataset_folder, greedy_policy_dir, reward_run):
+    """Each process rolls out its own prompts; reward normalisation, whitened advantages, the loss and the
+    logged stats are taken over both processes' replies, as one process does over the whole batch.
+
+    Sampled replies could not match: the two runs draw their random numbers for different batch shapes. A
+    vanishing top_p keeps only the most probable token, so the replies are greedy and must agree.
+    """
+    # Raw scores (reward_norm none): normalised ones sum to 0 over the batch, so with equally long replies the
+    # value head's bias gets a gradient of float noise, which AdamW turns into a step of +-lr.
+    ppo = {"reward_model": str(reward_run), "max_new_tokens": 6, "epochs": 2, "top_p": 1e-9}
+    config = tiny_run_config(greedy_policy_dir, dataset_folder, dataset_folder / "ppo-one", method={"kind": "full"},
+                             stage={"kind": "ppo", "ppo": ppo}, data={"max_samples": 16},
+                             # A small lr: AdamW's first steps move weights by ~lr whatever the size of a
+                             # gradient, so float noise in near-zero gradients would grow with it.
+                             train={"max_steps": 3, "batch_size": 4, "lr": 1e-4})
+    expected = train_process(dataset_folder, config)
+    two = {**config, "train": {**config["train"], "batch_size": 2, "output_dir": str(dataset_folder / "ppo-two")}}
+
+    records = train_process(dataset_folder, two, "dist.nproc_per_node=2")
+
+    assert [r["step"] for r in records] == [r["step"] for r in expected] == [1, 2, 3]
+    for record, reference in zip(records, expected):
+        for key in ("reward", "kl", "reply_length", "loss", "policy_loss", "value_loss", "entropy", "clip_frac"):
+            # abs: the first step's KL is float noise around 0 (the policy still equals the reference).
+            assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=1e-6), (record["step"], key)
+    assert_same_weights(dataset_folder / "ppo-one", dataset_folder / "ppo-two",
+                        ("model.safetensors", "value_head.safetensors"))

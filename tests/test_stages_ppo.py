@@ -12,7 +12,7 @@ import torch
 
 from conftest import build_tiny_model
 from stage_harness import assistant, build, user
-from tunesmith.data.records import Conversation, Preference
+from tunesmith.data.records import Conversation
 from tunesmith.train.metrics import read_metrics
 
 
@@ -43,25 +43,15 @@ def wide_model_dir(tmp_path_factory, smollm2_dir):
     return build_tiny_model(tmp_path_factory.mktemp("wide"), smollm2_dir, hidden_size=64, intermediate_size=128)
 
 
-@pytest.fixture(scope="module")
-def reward_run(tmp_path_factory, tiny_model_dir):
-    """A finished rm run folder (LoRA adapter + value head + config.yaml), trained two steps."""
-    from tunesmith.config import dump_config
-    from tunesmith.model.save import save_trained
-    from tunesmith.train.run import CONFIG_FILE
-
-    tmp = tmp_path_factory.mktemp("rm")
-    records = [Preference([user(f"Q{i}?")], assistant("good"), assistant("bad")) for i in range(4)]
-    _, trainer, _, config, template = build(tiny_model_dir, tmp, records, {"kind": "rm"})
-    trainer.run()
-    folder = tmp / "run"
-    save_trained(trainer.model, template.tokenizer, template.source, folder)
-    (folder / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
-    return folder
-
-
 def ppo_settings(reward_run, **ppo):
     return {"kind": "ppo", "ppo": {"reward_model": str(reward_run), "max_new_tokens": 6, **ppo}}
+
+
+def test_ppo_refuses_gradient_accumulation(tiny_model_dir, reward_run, tmp_path):
+    from tunesmith.errors import TunesmithError
+
+    with pytest.raises(TunesmithError, match="train.grad_accum: 1"):
+        build(tiny_model_dir, tmp_path, prompts(4), ppo_settings(reward_run), grad_accum=2)
 
 
 def test_scripted_reward_rises(peaked_model_dir, reward_run, tmp_path):

@@ -54,6 +54,19 @@ def test_pair_encoding_labels_only_the_last_reply_and_truncates_the_prompt_from_
     assert stage.encode(multi_turn, template, tiny).num_targets == 0  # reply alone does not fit: dropped
 
 
+def test_an_empty_reply_after_a_multi_turn_prompt_is_the_turn_closing_alone(tiny_model_dir, tmp_path):
+    """What PPO's scorer meets when the policy answers nothing: not the earlier turn's reply, not a crash."""
+    from tunesmith.train.stages.preference import encode_reply
+
+    *_, template = build(tiny_model_dir, tmp_path, [], {"kind": "dpo"})
+    prompt = [user("first question"), assistant("earlier reply"), user("second question")]
+    ids, start = encode_reply(template, prompt, assistant(""))
+    assert ids[:start] == template.prompt_ids(prompt)
+    rendered = template.tokenizer.apply_chat_template(prompt + [assistant("")], tokenize=False)
+    assert template.tokenizer.decode(ids) == rendered
+    assert start < len(ids)  # the closing is left to score
+
+
 def test_dpo_loss_is_ln2_at_step_0_and_reference_stays_fixed(tiny_model_dir, tmp_path):
     stage, trainer, data, _, _ = build(tiny_model_dir, tmp_path, pairs(), {"kind": "dpo", "beta": 0.5},
                                        max_steps=3, lr=1e-2)

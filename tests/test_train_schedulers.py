@@ -72,7 +72,8 @@ def _trainer(model_dir, data_dir, out_dir, **train):
     out_dir.mkdir(parents=True, exist_ok=True)
     stage, tokenizer = get_stage("sft"), load_tokenizer(config.model)
     template = ChatTemplate(tokenizer, "auto")
-    data = prepare_data(config.data, lambda r: stage.encode(r, template, config.data), "conversation", 0)
+    data = prepare_data(config.data, lambda records: stage.encode_many(records, template, config.data),
+                        "conversation", 0)
     stream = BatchStream(data.train, 4, lambda b: stage.collate(b, tokenizer.pad_token_id), seed=0)
     model = apply_method(load_model(config.model), config.method)
     return Trainer(Accelerator(cpu=True), model, stage, config.train, stream, data.val, out_dir)

@@ -249,7 +249,8 @@ class TrainConfig(Group):
 class EvalConfig(Group):
     task: Literal["mmlu", "ceval", "cmmlu", "predict", "loss"] = Field(
         description="mmlu / ceval / cmmlu: multiple-choice benchmark in that layout; predict: generate for the "
-        "data group's prompts and score BLEU / ROUGE; loss: validation loss and perplexity on the data group."
+        "data group's prompts and score BLEU / ROUGE; loss: validation loss on the data group, with perplexity "
+        "for pt / sft and the stage's own metrics otherwise."
     )
     benchmark_dir: str | None = Field(
         None, description="Benchmark folder for mmlu / ceval / cmmlu (dev/val/test CSV files per subject)."

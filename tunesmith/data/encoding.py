@@ -15,14 +15,13 @@ from tunesmith.data.records import Encoded
 from tunesmith.errors import TunesmithError
 
 SHARD_SIZE = 1000
-Encode = Callable[[object], Encoded]
+EncodeMany = Callable[[list], list[Encoded]]  # records -> their samples, in order
 
 
-def encode_shard(records: list, encode: Encode, max_length: int) -> tuple[list[Encoded], dict]:
+def encode_shard(records: list, encode_many: EncodeMany, max_length: int) -> tuple[list[Encoded], dict]:
     """Encoded samples cut to max_length; samples left with no target tokens are dropped and counted."""
     samples, truncated, dropped = [], 0, 0
-    for record in records:
-        sample = encode(record)
+    for sample in encode_many(records):
         if len(sample.input_ids) > max_length:
             sample = Encoded(sample.input_ids[:max_length], sample.labels[:max_length], sample.meta)
             truncated += 1
@@ -33,7 +32,7 @@ def encode_shard(records: list, encode: Encode, max_length: int) -> tuple[list[E
     return samples, {"records": len(records), "truncated": truncated, "dropped": dropped}
 
 
-def encode_records(records: list, encode: Encode, max_length: int, num_proc: int,
+def encode_records(records: list, encode_many: EncodeMany, max_length: int, num_proc: int,
                    cache: ShardCache | None) -> tuple[list[Encoded], dict]:
     """All records encoded, shard by shard (finished shards in the cache are reused), and summed stats."""
     shards = [records[start : start + SHARD_SIZE] for start in range(0, len(records), SHARD_SIZE)]
@@ -42,10 +41,10 @@ def encode_records(records: list, encode: Encode, max_length: int, num_proc: int
     results: dict[int, tuple[list[Encoded], dict]] = {}
     with tqdm(total=len(records), initial=done, desc="tokenizing", unit="sample", leave=False) as bar:
         if num_proc > 1 and len(todo) > 1:
-            results = _encode_in_workers(shards, todo, encode, max_length, num_proc, cache, bar)
+            results = _encode_in_workers(shards, todo, encode_many, max_length, num_proc, cache, bar)
         else:
             for index in todo:
-                results[index] = encode_shard(shards[index], encode, max_length)
+                results[index] = encode_shard(shards[index], encode_many, max_length)
                 if cache is not None:
                     cache.write(index, *results[index])
                 bar.update(len(shards[index]))
@@ -59,13 +58,14 @@ def encode_records(records: list, encode: Encode, max_length: int, num_proc: int
     return samples, totals
 
 
-def _encode_in_workers(shards, todo, encode, max_length, num_proc, cache, bar) -> dict:
-    """Forked workers take every num_proc-th shard of `todo`. Forking hands them `encode` (a closure over a
+def _encode_in_workers(shards, todo, encode_many, max_length, num_proc, cache, bar) -> dict:
+    """Forked workers take every num_proc-th shard of `todo`. Forking hands them `encode_many` (a closure over a
     tokenizer) without pickling; results come back through the cache, or through the queue without one."""
     context = multiprocessing.get_context("fork")
     queue = context.SimpleQueue()
-    workers = [context.Process(target=_worker, args=(shards, todo[rank::num_proc], encode, max_length, cache, queue),
-                               daemon=True) for rank in range(min(num_proc, len(todo)))]
+    workers = [context.Process(target=_worker, daemon=True,
+                               args=(shards, todo[rank::num_proc], encode_many, max_length, cache, queue))
+               for rank in range(min(num_proc, len(todo)))]
     for worker in workers:
         worker.start()
     results = {}
@@ -84,10 +84,10 @@ def _encode_in_workers(shards, todo, encode, max_length, num_proc, cache, bar) -
     return {index: result for index, result in results.items() if result[0] is not None}
 
 
-def _worker(shards, indices, encode, max_length, cache, queue) -> None:
+def _worker(shards, indices, encode_many, max_length, cache, queue) -> None:
     for index in indices:
         try:
-            result = encode_shard(shards[index], encode, max_length)
+            result = encode_shard(shards[index], encode_many, max_length)
             if cache is not None:
                 cache.write(index, *result)
             queue.put(("done", index, None if cache is not None else result))

@@ -23,7 +23,7 @@ def prepare_for_preview(config):
     stage = get_stage(config.stage.kind)
     template = ChatTemplate(_load_tokenizer(config.model), config.model.template)
     data = config.data.model_copy(update={"val_size": 0.0, "packing": False})
-    prepared = prepare_data(data, lambda record: stage.encode(record, template, data), stage.record_kind, 0,
+    prepared = prepare_data(data, lambda records: stage.encode_many(records, template, data), stage.record_kind, 0,
                             fingerprint=encoder_fingerprint(template, stage.name))
     return template.tokenizer, prepared
 

@@ -10,6 +10,7 @@ end-of-turn token), never the header that opens it.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from functools import cached_property
 from pathlib import Path
 
@@ -21,6 +22,7 @@ BUILTIN_DIR = Path(__file__).parent / "templates"
 _SENTINEL = "\ue000{}\ue001"
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
 IGNORE = -100
+_MAX_SHAPES = 1024  # role sequences whose marked rendering is remembered (forgotten all at once when full)
 
 
 def builtin_template_names() -> list[str]:
@@ -51,6 +53,7 @@ class ChatTemplate:
         self.tokenizer = tokenizer
         self.name = name
         self.source = resolve_template_source(tokenizer, name)
+        self._marked_by_shape: dict[tuple[str, ...], list[str]] = {}
 
     def render(self, messages: list[dict], tools: list | None = None, add_generation_prompt: bool = False) -> str:
         from jinja2 import TemplateError
@@ -78,19 +81,28 @@ class ChatTemplate:
         when it overlaps a trained span, so a token that joins the glue's last space to the reply's first word
         (as sentencepiece and byte-level BPE do) is learned with the reply.
         """
-        text, spans = self.render_with_spans(conversation.messages, conversation.tools)
-        ids, offsets = self._tokenize_with_offsets(text)
-        if train_on_prompt:
-            return Encoded(ids, list(ids))
-        return Encoded(ids, span_labels(ids, offsets, spans[-1:] if mask_history else spans))
+        return self.encode_many([conversation], train_on_prompt, mask_history)[0]
 
-    def _tokenize_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    def encode_many(self, conversations: list[Conversation], train_on_prompt: bool = False,
+                    mask_history: bool = False) -> list[Encoded]:
+        """`encode` of each conversation, the texts tokenized in one call (the Rust tokenizer uses every core)."""
+        layouts = [self.render_with_spans(c.messages, c.tools) for c in conversations]
+        tokenized = self._tokenize_with_offsets([text for text, _ in layouts])
+        encoded = []
+        for (_, spans), (ids, offsets) in zip(layouts, tokenized):
+            if train_on_prompt:
+                encoded.append(Encoded(ids, list(ids)))
+            else:
+                encoded.append(Encoded(ids, span_labels(ids, offsets, spans[-1:] if mask_history else spans)))
+        return encoded
+
+    def _tokenize_with_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is not None:  # the Rust tokenizer directly: the Python wrapper costs as much as the work
-            encoding = backend.encode(text, add_special_tokens=False)
-            return encoding.ids, encoding.offsets
-        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return list(encoding["input_ids"]), encoding["offset_mapping"]
+            encodings = backend.encode_batch(texts, add_special_tokens=False)
+            return [(encoding.ids, encoding.offsets) for encoding in encodings]
+        encoding = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        return [(list(ids), offsets) for ids, offsets in zip(encoding["input_ids"], encoding["offset_mapping"])]
 
     def render_with_spans(self, messages: list[dict], tools: list | None = None) -> tuple[str, list[tuple[int, int]]]:
         """The rendered text and the character spans [start, end) of the assistant turns in it."""
@@ -100,11 +112,44 @@ class ChatTemplate:
                 f"template '{self.name}' drops the tool definitions; pick one that renders tools (qwen3, qwen2_5, "
                 "or the tokenizer's own when it supports tools)"
             )
-        # Empty contents get no sentinel: templates test contents for emptiness (e.g. before tool calls), and a
-        # reply made only of tool calls is found inside the glue instead (see _calls_in_glue).
-        marked = [dict(m, content=_SENTINEL.format(i)) if m["content"] else m for i, m in enumerate(messages)]
+        shape = _plain_shape(messages, tools)
+        if shape is not None:  # most datasets have a handful of shapes: render the marked conversation once each
+            pieces = self._marked_by_shape.get(shape)
+            if pieces is None:
+                if len(self._marked_by_shape) >= _MAX_SHAPES:
+                    self._marked_by_shape.clear()
+                pieces = self._marked_by_shape[shape] = _SENTINEL_RE.split(self.render(_marked(messages), tools))
+            spans = self._spans(messages, pieces, {}, text)
+            if spans is not None:
+                return text, spans
+        marked = _marked(messages)
         pieces = _SENTINEL_RE.split(self.render(marked, tools))
-        calls = self._calls_in_glue(messages, marked, tools, pieces)
+        spans = self._spans(messages, pieces, self._calls_in_glue(messages, marked, tools, pieces), text)
+        if spans is None:
+            raise TunesmithError(
+                f"template '{self.name}' changes message contents while rendering (e.g. strips or rewrites "
+                "them), so trained tokens cannot be located; strip the data's whitespace or pick another template"
+            )
+        return text, spans
+
+    def render_reply(self, prompt: list[dict], reply: dict, tools: list | None = None
+                     ) -> tuple[str, tuple[int, int]]:
+        """The text of prompt + reply and the reply's span in it. An empty reply (a policy may answer nothing)
+        has no content to find: it spans what the template writes after the prompt's generation header."""
+        messages = list(prompt) + [reply]
+        if reply["content"] or reply.get("tool_calls"):
+            text, spans = self.render_with_spans(messages, tools)
+            return text, spans[-1]
+        text = self.render(messages, tools)
+        header = self.render(list(prompt), tools, add_generation_prompt=True)
+        if not text.startswith(header):
+            raise TunesmithError(f"template '{self.name}' renders an empty reply differently from its generation "
+                                 "prompt, so the reply cannot be located; drop empty replies from the data")
+        return text, (len(header), len(text))
+
+    def _spans(self, messages, pieces, calls, text) -> list[tuple[int, int]] | None:
+        """Assistant spans from the marked rendering's pieces (glue, message index, glue, ...), or None when
+        glue and contents put back together are not `text` (the template made the content change the glue)."""
         rebuilt: list[str] = []
         spans: list[tuple[int, int]] = []
         length = 0
@@ -120,12 +165,7 @@ class ChatTemplate:
             if message["role"] == "assistant":
                 spans.append((length, length + len(content) + self._reply_tail(message, pieces[k + 1])))
             length += len(content)
-        if "".join(rebuilt) != text:
-            raise TunesmithError(
-                f"template '{self.name}' changes message contents while rendering (e.g. strips or rewrites "
-                "them), so trained tokens cannot be located; strip the data's whitespace or pick another template"
-            )
-        return text, spans
+        return spans if "".join(rebuilt) == text else None
 
     def _calls_in_glue(self, messages, marked, tools, pieces) -> dict[int, list[tuple[int, int]]]:
         """Spans, within their glue piece, of the replies that are only tool calls (empty content).
@@ -176,17 +216,29 @@ class ChatTemplate:
 
 
 def span_labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> list[int]:
-    """Labels keeping the tokens whose characters [start, end) overlap one of the (sorted) spans."""
+    """Labels keeping the tokens whose characters [start, end) overlap one of the spans (or begin inside it,
+    for zero-width tokens). Offsets are sorted, so each span's tokens are found by bisection."""
     labels = [IGNORE] * len(ids)
-    span_index = 0
-    for position, (start, end) in enumerate(offsets):
-        while span_index < len(spans) and start >= spans[span_index][1]:
-            span_index += 1
-        if span_index == len(spans):
-            break
-        if end > spans[span_index][0] or start >= spans[span_index][0]:
-            labels[position] = ids[position]
+    for span_start, span_end in spans:
+        first = bisect_left(offsets, True, key=lambda offset: offset[1] > span_start or offset[0] >= span_start)
+        stop = bisect_left(offsets, True, key=lambda offset: offset[0] >= span_end)
+        labels[first:stop] = ids[first:stop]
     return labels
+
+
+def _marked(messages: list[dict]) -> list[dict]:
+    """The messages with each non-empty content replaced by a sentinel holding its index. Empty contents get
+    none: templates test contents for emptiness (e.g. before tool calls), and a reply made only of tool calls
+    is found inside the glue instead (see _calls_in_glue)."""
+    return [dict(m, content=_SENTINEL.format(i)) if m["content"] else m for i, m in enumerate(messages)]
+
+
+def _plain_shape(messages: list[dict], tools) -> tuple[str, ...] | None:
+    """The roles, when they alone decide the marked rendering: no tools, and every message has a role and a
+    non-empty content and nothing else. Conversations of one shape then share their marked rendering."""
+    if tools or not all(m.keys() == {"role", "content"} and m["content"] for m in messages):
+        return None
+    return tuple(m["role"] for m in messages)
 
 
 def _tool_name(entry: dict) -> str:

@@ -27,20 +27,20 @@ def make_accelerator(config: RunConfig):
     kwargs = {
         "mixed_precision": precision,
         "cpu": not torch.cuda.is_available(),  # lets several CPU processes train together over gloo
+        # The loop's window: accelerate (and DeepSpeed, configured alike) then syncs gradients and steps only
+        # at the window's last micro-batch, and divides each backward by it, which the loop's scale undoes.
+        "gradient_accumulation_steps": config.train.grad_accum,
         # Long enough for rank 0 to tokenize a large dataset while the others wait at the barrier.
         "kwargs_handlers": [InitProcessGroupKwargs(timeout=timedelta(minutes=config.dist.timeout_minutes))],
     }
     if config.dist.engine == "deepspeed":
-        if config.train.grad_accum > 1:
-            # DeepSpeed steps its optimizer inside backward and rescales by its own accumulation count,
-            # which would undo the loop's token-exact normalisation across micro-batches.
-            raise TunesmithError("train.grad_accum > 1 is not supported with dist.engine=deepspeed yet; "
-                                 "raise train.batch_size or the number of processes instead")
         kwargs["deepspeed_plugin"] = _deepspeed_plugin(config, precision)
     elif config.dist.engine == "fsdp":
         if not torch.cuda.is_available():
-            raise TunesmithError("dist.engine=fsdp needs GPUs (accelerate runs FSDP on accelerators only); "
-                                 "use dist.engine=ddp or deepspeed on CPU")
+            # torch's FSDP runs on CPU over gloo, but accelerate picks FSDP only for accelerator devices: with
+            # CPU processes it ignores the FSDP plugin and wraps the model in DDP instead.
+            raise TunesmithError("dist.engine=fsdp needs GPUs (accelerate runs FSDP on accelerators only and "
+                                 "would fall back to DDP on CPU); use dist.engine=ddp or deepspeed on CPU")
         kwargs["fsdp_plugin"] = _fsdp_plugin(config)
     return Accelerator(**kwargs)
 

@@ -19,9 +19,10 @@ def deepspeed_config(settings: DeepSpeedConfig, train: TrainConfig, precision: s
         if not path.is_file():
             raise TunesmithError(f"dist.deepspeed.config_file {path} does not exist")
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            own = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise TunesmithError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        return _check_accumulation(own, train, path)
     if settings.offload_params and settings.stage != 3:
         raise TunesmithError("dist.deepspeed.offload_params needs stage 3; set dist.deepspeed.stage=3")
     zero: dict = {"stage": settings.stage, "overlap_comm": True, "contiguous_gradients": True}
@@ -34,10 +35,20 @@ def deepspeed_config(settings: DeepSpeedConfig, train: TrainConfig, precision: s
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     return {
         "train_micro_batch_size_per_gpu": train.batch_size,
-        "gradient_accumulation_steps": 1,  # the loop accumulates itself, normalising by target tokens
+        # DeepSpeed divides each backward by this and steps at the window's end, like accelerate does without it.
+        "gradient_accumulation_steps": train.grad_accum,
         "gradient_clipping": train.max_grad_norm or 0.0,
         "zero_optimization": zero,
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
         "zero_allow_untested_optimizer": True,
     }
+
+
+def _check_accumulation(own: dict, train: TrainConfig, path: Path) -> dict:
+    """The user's config, if its accumulation agrees with the loop's window (DeepSpeed would step mid-window)."""
+    steps = own.get("gradient_accumulation_steps", "auto")
+    if steps not in ("auto", train.grad_accum):
+        raise TunesmithError(f"{path}: gradient_accumulation_steps is {steps} but train.grad_accum is "
+                             f"{train.grad_accum}; make them equal, or set it to \"auto\"")
+    return own

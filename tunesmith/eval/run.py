@@ -66,8 +66,9 @@ def _loss(engine, data: DataConfig, stage_kind: str, options: EvalConfig):
     from tunesmith.train.stages import get_stage
 
     stage = get_stage(stage_kind)
-    prepared = prepare_data(data, lambda record: stage.encode(record, engine.template, data), stage.record_kind,
-                            options.seed)
+    prepared = prepare_data(data, lambda records: stage.encode_many(records, engine.template, data),
+                            stage.record_kind, options.seed)
     results = evaluate_loss(engine.model, stage, prepared.train, engine.tokenizer.pad_token_id, options.batch_size)
     title = f"loss ({results['samples']} samples, {results['tokens']} target tokens)"
-    return results, metrics_table(title, {"loss": results["loss"], "perplexity": results["perplexity"]})
+    metrics = {key: value for key, value in results.items() if key not in ("samples", "tokens", "seconds")}
+    return results, metrics_table(title, metrics)

@@ -1,7 +1,8 @@
 """A causal LM with a scalar value head: the reward model (rm) and the critic of PPO.
 
 The head is a linear layer on the last hidden state; it is saved as value_head.safetensors beside the
-weights or adapter that `save_pretrained` writes, so a reward-model run folder loads back as a scorer.
+weights or adapter that `save_pretrained` writes, so a reward-model run folder loads back as a scorer and a
+checkpoint of an rm run resumes with its head.
 """
 
 from __future__ import annotations
@@ -56,8 +57,13 @@ class ValueHeadModel(torch.nn.Module):
         state = {key: value.detach().contiguous().cpu() for key, value in self.head.state_dict().items()}
         save_file(state, str(Path(folder) / VALUE_HEAD_FILE))
 
+    def load_head(self, folder) -> None:
+        """The head saved in `folder`, copied into this head in place, so an optimizer built on it stays valid
+        (resuming); its dtype stays this head's."""
+        self.head.load_state_dict(read_head_state(folder))
 
-def load_value_head(folder: Path, hidden_size: int) -> torch.nn.Linear:
+
+def read_head_state(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     from tunesmith.errors import TunesmithError
@@ -65,7 +71,11 @@ def load_value_head(folder: Path, hidden_size: int) -> torch.nn.Linear:
     path = Path(folder) / VALUE_HEAD_FILE
     if not path.is_file():
         raise TunesmithError(f"{folder} holds no {VALUE_HEAD_FILE}; point it at the folder of a finished rm run")
-    state = load_file(str(path))
+    return load_file(str(path))
+
+
+def load_value_head(folder: Path, hidden_size: int) -> torch.nn.Linear:
+    state = read_head_state(folder)
     head = torch.nn.Linear(hidden_size, 1, bias="bias" in state)
     head.load_state_dict(state)
     return head

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from tunesmith.errors import TunesmithError
+from tunesmith.model.value_head import ValueHeadModel
 from tunesmith.train.rng import get_rng_state, set_rng_state
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -93,9 +94,15 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, scaler=None) -> d
 
 
 def load_weights(model, folder: Path) -> None:
-    """Put the checkpoint's weights into `model`: a peft adapter, or the (possibly sharded) full model."""
+    """Put the checkpoint's weights into `model`: a peft adapter, or the (possibly sharded) full model; for a
+    model with a value head (rm), those into its backbone and the head from the file saved beside them."""
     from safetensors.torch import load_file
 
+    if isinstance(model, ValueHeadModel):
+        # Its save_pretrained wrote the backbone's own files, named as in the backbone, not the wrapper.
+        load_weights(model.backbone, folder)
+        model.load_head(folder)
+        return
     if (folder / ADAPTER_FILE).is_file():
         from peft import set_peft_model_state_dict
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +17,10 @@ import torch
 from tqdm.auto import tqdm
 
 from tunesmith.config.schema import TrainConfig
+from tunesmith.dist.collectives import global_sums, global_tensor_sum, gradient_scale
 from tunesmith.train.batches import BatchStream, eval_batches
 from tunesmith.train.checkpoint import load_checkpoint, save_checkpoint
-from tunesmith.train.metrics import MetricsLog
+from tunesmith.train.metrics import MetricsLog, eval_metrics
 from tunesmith.train.optim import build_optimizer, build_scheduler, follows_eval_loss
 
 
@@ -28,7 +28,7 @@ from tunesmith.train.optim import build_optimizer, build_scheduler, follows_eval
 class StepResult:
     loss: torch.Tensor  # mean loss over the window's target tokens (a tensor: no host sync until logged)
     units: int  # target tokens (token stages) or pairs (preference stages) in the window, all processes
-    input_tokens: int
+    input_tokens: int  # real input tokens in the window, all processes
     grad_norm: torch.Tensor | None
     metrics: dict[str, torch.Tensor]  # the stage's extra metrics, averaged over the window's units
     lr: float  # the learning rate this step used
@@ -102,14 +102,17 @@ class Trainer:
 
     def train_step(self) -> StepResult:
         window = [self.stream.next_batch() for _ in range(self.train_config.grad_accum)]
-        global_units = self._global_sum(sum(self.stage.count_units(batch) for batch in window))
-        scale = self.accelerator.num_processes / max(global_units, 1)  # DDP averages gradients over ranks
+        global_units, input_tokens = global_sums(self.accelerator, sum(self.stage.count_units(b) for b in window),
+                                                 sum(input_token_count(b) for b in window))
+        scale = gradient_scale(self.accelerator, global_units)
         loss_sum = torch.zeros((), device=self.accelerator.device)
         metric_sums: dict[str, torch.Tensor] = {}
-        for index, batch in enumerate(window):
+        for batch in window:
             device_batch = {key: value.to(self.accelerator.device, non_blocking=True) for key, value in batch.items()}
-            syncing = index == len(window) - 1
-            with self.accelerator.no_sync(self.model) if not syncing else nullcontext():
+            # accelerate counts the micro-batches: it skips the gradient sync (DDP) or tells DeepSpeed the
+            # accumulation boundary is not reached until the window's last one (the accelerator's
+            # gradient_accumulation_steps is train.grad_accum, see dist/accelerator.py).
+            with self.accelerator.accumulate(self.model):
                 with self.accelerator.autocast():
                     batch_loss, batch_metrics = self.stage.loss(self.model, device_batch)
                 self.accelerator.backward(batch_loss * scale)
@@ -124,21 +127,9 @@ class Trainer:
         if not follows_eval_loss(self.train_config) and not self.optimizer.step_was_skipped:
             self.scheduler.step()  # fp16 loss scaling skips steps with overflowing gradients; so does the schedule
         self.optimizer.zero_grad(set_to_none=True)
-        per_unit = {key: self._global_tensor_sum(value) / max(global_units, 1)
+        per_unit = {key: global_tensor_sum(self.accelerator, value) / max(global_units, 1)
                     for key, value in {"loss": loss_sum, **metric_sums}.items()}
-        input_tokens = sum(input_token_count(batch) for batch in window)
         return StepResult(per_unit.pop("loss"), global_units, input_tokens, grad_norm, per_unit, lr)
-
-    def _global_sum(self, local: int) -> int:
-        if self.accelerator.num_processes == 1:
-            return local  # no device round trip on a single process
-        total = self.accelerator.reduce(torch.tensor(local, device=self.accelerator.device), reduction="sum")
-        return int(total)
-
-    def _global_tensor_sum(self, value: torch.Tensor) -> torch.Tensor:
-        if self.accelerator.num_processes == 1:
-            return value
-        return self.accelerator.reduce(value, reduction="sum")
 
     def _flush_log(self, bar) -> None:
         if self._pending_log is None:
@@ -164,16 +155,21 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
+        """Mean loss (and the stage's extra metrics) over the validation units; logs them, returns the loss."""
         self.model.eval()
-        total, count = torch.zeros((), device=self.accelerator.device), 0
+        sums: dict[str, torch.Tensor] = {"loss": torch.zeros((), device=self.accelerator.device)}
+        count = 0
         for batch in eval_batches(self.val, self.stream.batch_size, self.stream.collate):
             count += self.stage.count_units(batch)
             batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
             with self.accelerator.autocast():
-                total += self.stage.loss(self.model, batch)[0].detach()
+                loss, extras = self.stage.loss(self.model, batch)
+            for key, value in {"loss": loss, **extras}.items():
+                sums[key] = sums.get(key, 0) + value.detach()
         self.model.train()
-        eval_loss = float(total) / max(count, 1)
-        self.metrics.write({"step": self.step, "eval_loss": eval_loss, "perplexity": math.exp(min(eval_loss, 50))})
+        means = {key: float(value) / max(count, 1) for key, value in sums.items()}
+        eval_loss = means.pop("loss")
+        self.metrics.write({"step": self.step, **eval_metrics(self.stage, eval_loss, means)})
         return eval_loss
 
     def evaluate_and_check(self) -> bool:

@@ -11,6 +11,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from tunesmith.dist.collectives import global_sums, global_tensor_sum, gradient_scale
 from tunesmith.errors import TunesmithError
 from tunesmith.train.checkpoint import save_checkpoint
 from tunesmith.train.loop import total_steps
@@ -20,6 +21,9 @@ from tunesmith.train.optim import build_optimizer, build_scheduler
 
 class PpoTrainer:
     def __init__(self, accelerator, model, stage, train, stream, run_dir, sinks=None):
+        if train.grad_accum > 1:
+            raise TunesmithError("stage ppo takes one rollout batch per step and does not accumulate; set "
+                                 "train.grad_accum: 1 and raise train.batch_size for larger rollouts")
         self.accelerator = accelerator
         self.stage = stage
         self.train_config = train
@@ -57,23 +61,28 @@ class PpoTrainer:
         self.metrics.close()
 
     def train_step(self) -> dict:
+        """One rollout batch (each process its own prompts), then `epochs` optimizer steps on it; the losses
+        and metrics are means over the reply tokens of all processes, averaged over the epochs."""
         batch = {key: value.to(self.accelerator.device) if torch.is_tensor(value) else value
                  for key, value in self.stream.next_batch().items()}
-        rollout = self.stage.rollout(self.model, batch)
-        units = max(self.stage.count_units(rollout), 1)
-        sums: dict[str, float] = {}
+        rollout = self.stage.rollout(self.model, batch, self.accelerator)
+        (units,) = global_sums(self.accelerator, self.stage.count_units(rollout))
+        scale = gradient_scale(self.accelerator, units)
+        sums: dict[str, torch.Tensor] = {}
         for _ in range(self.epochs):
             with self.accelerator.autocast():
                 loss, metrics = self.stage.loss(self.model, rollout)
-            self.accelerator.backward(loss / units)
+            self.accelerator.backward(loss * scale)
             if self.train_config.max_grad_norm:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.train_config.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            for key, value in {"loss": loss.detach(), **metrics}.items():
-                sums[key] = sums.get(key, 0.0) + float(value) / units / self.epochs
-        return {**rollout["stats"], **sums}
+            for key, value in {"loss": loss, **metrics}.items():
+                sums[key] = sums.get(key, 0) + value.detach()
+        means = {key: float(global_tensor_sum(self.accelerator, value)) / max(units, 1) / self.epochs
+                 for key, value in sums.items()}
+        return {**rollout["stats"], **means}
 
     def save_checkpoint(self) -> None:
         if self.accelerator.is_main_process:

@@ -42,7 +42,7 @@ def train(config: RunConfig) -> Path:
     tokenizer = load_tokenizer(config.model, source)
     template = ChatTemplate(tokenizer, config.model.template)
     with accelerator.main_process_first():  # rank 0 tokenizes; the others then read its cache
-        data = prepare_data(config.data, lambda record: stage.encode(record, template, config.data),
+        data = prepare_data(config.data, lambda records: stage.encode_many(records, template, config.data),
                             stage.record_kind, config.train.seed,
                             fingerprint=encoder_fingerprint(template, stage.name))
     accelerator.print(data.summary())

@@ -37,6 +37,10 @@ class Stage:
     def encode(self, record, template, data):
         raise NotImplementedError
 
+    def encode_many(self, records: list, template, data) -> list:
+        """`encode` of each record; stages whose tokenization batches well override it."""
+        return [self.encode(record, template, data) for record in records]
+
     def collate(self, samples: list, pad_id: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

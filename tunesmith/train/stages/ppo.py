@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from tunesmith.data.records import Encoded
+from tunesmith.dist.collectives import gather_rows
 from tunesmith.errors import TunesmithError
 from tunesmith.model.reference import Reference, unwrap
 from tunesmith.model.value_head import ValueHeadModel, new_head
@@ -66,36 +67,52 @@ class PpoStage(Stage):
         self.reference = Reference(model).to(device)
         self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device)
         self.normalizer = rollouts.RewardNormalizer(self.config.ppo.reward_norm, self.config.ppo.reward_clip)
-        return ValueHeadModel(model, new_head(model.config.hidden_size, zero=True))
+        return PolicyWithCritic(model, new_head(model.config.hidden_size, zero=True))
 
     @torch.no_grad()
-    def rollout(self, model, batch: dict) -> dict:
-        """Replies sampled from the policy with their scores, old log-probs and values, and advantages."""
+    def rollout(self, model, batch: dict, accelerator=None) -> dict:
+        """Replies sampled from the policy with their scores, old log-probs and values, and advantages.
+
+        Each process generates replies to its own prompts; rewards, advantages and stats are then computed over
+        the rows of all processes (see `batch_statistics`), as one process with the whole batch would.
+        """
         ppo, policy = self.config.ppo, unwrap(model)
         was_training = policy.training
         policy.eval()
         out = rollouts.generate(policy, batch, ppo, self.stop_ids, self.pad_id)
         prompt_len, mask = batch["input_ids"].shape[1], out["reply_mask"]
         scores = self.scorer(batch["prompts"], out["reply"], mask)
-        logits, values = rollouts.reply_forward(policy.backbone, out, prompt_len, ppo.temperature, policy.values)
-        logps = rollouts.token_logps(logits, out["reply"])
+        logits, values = policy(out["input_ids"], out["attention_mask"], out["position_ids"], prompt_len,
+                                ppo.temperature)
+        logps, values = rollouts.token_logps(logits, out["reply"]), values * mask
         with self.reference.model(policy.backbone) as network:
             ref_logits, _ = rollouts.reply_forward(network, out, prompt_len, ppo.temperature)
         ref_logps = rollouts.token_logps(ref_logits, out["reply"])
-        rewards, kl = rollouts.token_rewards(self.normalizer(scores), logps, ref_logps, mask, ppo.kl_coef)
-        adv, returns = rollouts.advantages(rewards, values * mask, mask, ppo)
         policy.train(was_training)
-        out.update(prompt_len=prompt_len, old_logps=logps, old_values=values * mask, advantages=adv, returns=returns)
-        out["stats"] = {"reward": float(scores.mean()), "kl": float(kl.sum(-1).mean()),
-                        "reply_length": float(mask.sum(-1).mean())}
+        local = {"scores": scores, "logps": logps, "ref_logps": ref_logps, "values": values, "mask": mask}
+        adv, returns, out["stats"] = self.batch_statistics(local, accelerator)
+        out.update(prompt_len=prompt_len, old_logps=logps, old_values=values, advantages=adv, returns=returns)
         return out
+
+    def batch_statistics(self, local: dict, accelerator) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(advantages, returns, stats) of this process's rows, with reward normalisation, whitening and stats
+        taken over every process's rows: the same numbers one process with the whole batch computes."""
+        ppo, width = self.config.ppo, local["mask"].shape[1]
+        every, mine = gather_rows(accelerator, local)
+        mask = every["mask"]
+        rewards, kl = rollouts.token_rewards(self.normalizer(every["scores"]), every["logps"], every["ref_logps"],
+                                             mask, ppo.kl_coef)
+        adv, returns = rollouts.advantages(rewards, every["values"], mask, ppo)
+        stats = {"reward": float(every["scores"].mean()), "kl": float(kl.sum(-1).mean()),
+                 "reply_length": float(mask.sum(-1).mean())}
+        return adv[mine, :width], returns[mine, :width], stats
 
     def loss(self, model, batch):
         """(summed over reply tokens: policy loss + value_coef * value loss, summed metrics)."""
-        ppo, policy = self.config.ppo, unwrap(model)
-        mask = batch["reply_mask"]
-        logits, values = rollouts.reply_forward(policy.backbone, batch, batch["prompt_len"], ppo.temperature,
-                                                policy.values)
+        ppo, mask = self.config.ppo, batch["reply_mask"]
+        # Through the (possibly wrapped) model's own forward: DDP syncs gradients only for passes it sees.
+        logits, values = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"],
+                               batch["prompt_len"], ppo.temperature)
         logps = rollouts.token_logps(logits, batch["reply"])
         pg, pg_clipped = ppo_policy_losses(logps, batch["old_logps"], batch["advantages"], ppo.clip_range)
         vf, vf_clipped = ppo_value_losses(values, batch["old_values"], batch["returns"], ppo.value_clip_range)
@@ -111,12 +128,26 @@ class PpoStage(Stage):
 
     def make_trainer(self, accelerator, model, train, stream, val, run_dir, sinks=None):
         """PPO's own loop; there is no validation loss to compute, so `val` goes unused."""
+        from accelerate.utils import DistributedType
+
         from tunesmith.train.ppo_loop import PpoTrainer
 
-        if accelerator.num_processes > 1:
-            # Rollouts and the PPO loss call the policy past its DDP wrapper, so gradients would not sync.
-            raise TunesmithError("stage ppo runs in one process for now; set dist.nproc_per_node=1")
+        if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+            # Rollouts generate with the whole policy in every process, outside the engine's forward; ZeRO-3 and
+            # FSDP hold only a shard of each weight there, and ZeRO steps the optimizer inside backward.
+            raise TunesmithError("stage ppo runs with dist.engine=ddp only; set dist.engine=ddp (each process "
+                                 "keeps a whole copy of the policy)")
         return PpoTrainer(accelerator, model, self, train, stream, run_dir, sinks)
+
+
+class PolicyWithCritic(ValueHeadModel):
+    """The policy and its value head, whose forward is what PPO's loss needs: a distributed wrapper (DDP)
+    then sees every pass that needs gradients."""
+
+    def forward(self, input_ids, attention_mask, position_ids, prompt_len: int, temperature: float):
+        """(logits [B, R, V] / temperature, values [B, R]) at the positions that predict the reply."""
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        return rollouts.reply_forward(self.backbone, batch, prompt_len, temperature, self.values)
 
 
 def load_reward_scorer(folder: Path, policy_tokenizer, device) -> rollouts.Scorer:

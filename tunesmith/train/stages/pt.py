@@ -9,9 +9,14 @@ class PtStage(TokenStage):
     record_kind = "text"
 
     def encode(self, record, template, data):
+        return self.encode_many([record], template, data)[0]
+
+    def encode_many(self, records, template, data):
         tokenizer = template.tokenizer
-        ids = tokenizer(record.text, add_special_tokens=False)["input_ids"]
-        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
-            ids = [tokenizer.bos_token_id] + ids
-        ids = ids + [tokenizer.eos_token_id]
-        return Encoded(ids, list(ids))
+        adds_bos = tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)
+        bos = [tokenizer.bos_token_id] if adds_bos else []
+        samples = []
+        for ids in tokenizer([record.text for record in records], add_special_tokens=False)["input_ids"]:
+            ids = bos + ids + [tokenizer.eos_token_id]
+            samples.append(Encoded(ids, list(ids)))
+        return samples
