@@ -65,6 +65,35 @@ def test_merged_logits_equal_base_plus_adapter(runs, lora_export, tiny_model_dir
     assert not any("lora" in name for name in merged.state_dict())
 
 
+def test_reward_model_exports_with_its_score_head(reward_run, tmp_path):
+    """The merged reward model scores exactly as the rm run does; GGUF, which would drop the head, is refused."""
+    from transformers import AutoTokenizer
+
+    from tunesmith.config import load_config
+    from tunesmith.data.collator import pad_batch
+    from tunesmith.data.records import Encoded
+    from tunesmith.data.template import IGNORE, ChatTemplate
+    from tunesmith.errors import TunesmithError
+    from tunesmith.model.value_head import load_scorer
+    from tunesmith.train.stages.preference import encode_reply
+    from tunesmith.train.stages.rm import last_reply_values
+
+    out = _export(reward_run, tmp_path / "rm-export", dtype="fp32").folder
+    base = load_config(reward_run / "config.yaml").model
+    template = ChatTemplate(AutoTokenizer.from_pretrained(out))
+    prompt = [{"role": "user", "content": "Q1?"}]
+    samples = []
+    for reply in ("good", "bad", "a longer answer"):
+        ids, start = encode_reply(template, prompt, {"role": "assistant", "content": reply})
+        samples.append(Encoded(ids, [IGNORE] * start + ids[start:]))
+    batch = pad_batch(samples, template.tokenizer.pad_token_id)
+    with torch.no_grad():
+        exported, trained = (last_reply_values(load_scorer(folder, base), batch) for folder in (out, reward_run))
+    torch.testing.assert_close(exported, trained, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TunesmithError, match="reward model"):
+        _export(reward_run, tmp_path / "rm-gguf", gguf=["f32"])
+
+
 def test_full_run_exports_through_the_same_path(runs, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tunesmith.config.schema import ExportConfig, RunConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.model.value_head import VALUE_HEAD_FILE
 
 
 GGUF_DIR = "gguf"
@@ -45,6 +46,10 @@ def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = Tru
     out = _destination(settings, run_dir)
     base_location = resolve_source(config.model).location
     tokenizer = _run_tokenizer(run_dir)
+    value_head = run_dir / VALUE_HEAD_FILE  # only a reward model (rm run) has one
+    if settings.gguf and value_head.is_file():
+        raise TunesmithError(f"{run_dir} is a reward model: GGUF holds language models and would drop its score "
+                             "head; export it without export.gguf (merged weights keep the head)")
     if settings.gguf:
         _check_gguf_support(run_dir, base_location, tokenizer)  # fail now, not after the slow merge
     template = ChatTemplate(tokenizer)  # the run's tokenizer carries the template it trained with
@@ -59,6 +64,8 @@ def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = Tru
             save_model(model, staging, export_dtype(settings.dtype, base_location), settings.max_shard_size)
             save_tokenizer(tokenizer, template.source, staging)
             save_generation_config(model, base_location, stop_ids, tokenizer, staging)
+            if value_head.is_file():  # the head reads the last hidden state, which merging leaves unchanged
+                shutil.copy2(value_head, staging / VALUE_HEAD_FILE)
         del model  # the GGUF writer streams from the saved shards
         # GGUF files get their own folder: transformers, given `gguf_file=` in a folder that also holds a
         # tokenizer_config.json, mixes the two and loses the special tokens.
