@@ -93,3 +93,33 @@ def test_ppo_through_train_scores_with_the_saved_reward_model(tiny_model_dir, re
     assert [record["step"] for record in logged] == [1, 2]
     assert all(math.isfinite(record["reward"]) for record in logged)
     assert (run_dir / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_ppo_run_resumed_from_a_checkpoint_matches_an_uninterrupted_run(tiny_model_dir, reward_run, identity_dir,
+                                                                       tmp_path, method):
+    """Sampling, the running reward normaliser and the value head all continue where the checkpoint left them."""
+    from safetensors.torch import load_file
+
+    from conftest import tiny_run_config
+    from tunesmith.config.load import validate_config
+    from tunesmith.model.value_head import VALUE_HEAD_FILE
+    from tunesmith.train.run import train
+
+    def run(name: str, **train_options):
+        raw = tiny_run_config(tiny_model_dir, identity_dir, tmp_path / name, method={"kind": method},
+                              stage=ppo_settings(reward_run, epochs=2, reward_norm="running"),
+                              data={"max_samples": 8, "cache": False},
+                              train={"max_steps": 4, "batch_size": 2, "save_steps": 2, **train_options})
+        return train(validate_config(raw))
+
+    straight = run("straight")
+    resumed = run("resumed", resume=str(straight / "checkpoint-2"))
+    after_resume = [[{key: value for key, value in record.items() if key != "seconds"}
+                     for record in read_metrics(folder) if record["step"] > 2] for folder in (straight, resumed)]
+    assert [record["step"] for record in after_resume[0]] == [3, 4]
+    assert after_resume[1] == after_resume[0]  # exact: rewards, KL, losses
+    weights = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+    for file in (weights, VALUE_HEAD_FILE):
+        want, got = load_file(straight / file), load_file(resumed / file)
+        assert want.keys() == got.keys() and all(want[name].equal(got[name]) for name in want), file

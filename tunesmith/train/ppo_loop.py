@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from tunesmith.dist.collectives import global_sums, global_tensor_sum, gradient_scale
 from tunesmith.errors import TunesmithError
-from tunesmith.train.checkpoint import save_checkpoint
+from tunesmith.train.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.train.loop import total_steps
 from tunesmith.train.metrics import MetricsLog
 from tunesmith.train.optim import build_optimizer, build_scheduler
@@ -38,12 +38,19 @@ class PpoTrainer:
         self.step = 0
 
     def resume(self, checkpoint) -> None:
-        raise TunesmithError(f"resuming a ppo run is not supported yet ({checkpoint}); unset train.resume and "
-                             "start the run again")
+        """Continue from `checkpoint`: policy and value head, optimizer, scheduler, RNG, data position and the
+        reward normaliser's running statistics."""
+        state = load_checkpoint(checkpoint, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler)
+        self.step = state["step"]
+        self.stream.position = state["stream_position"]
+        self.stage.normalizer.load(state["reward_normalizer"])
+        self.metrics.truncate_after(self.step)
+        self.accelerator.print(f"resumed from {checkpoint} at step {self.step}")
 
     def run(self) -> None:
         self.model.train()
-        bar = tqdm(total=self.total_steps, desc="ppo", unit="step", disable=not self.accelerator.is_main_process)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="ppo", unit="step",
+                   disable=not self.accelerator.is_main_process)
         started = time.perf_counter()
         while self.step < self.total_steps:
             record = self.train_step()
@@ -86,7 +93,7 @@ class PpoTrainer:
 
     def save_checkpoint(self) -> None:
         if self.accelerator.is_main_process:
-            state = {"stream_position": self.stream.position}
+            state = {"stream_position": self.stream.position, "reward_normalizer": self.stage.normalizer.state()}
             save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.model),
-                            self.optimizer, self.scheduler, state)
+                            self.optimizer, self.scheduler, state, keep=self.train_config.save_total_limit)
         self.accelerator.wait_for_everyone()

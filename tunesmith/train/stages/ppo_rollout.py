@@ -92,6 +92,13 @@ class RewardNormalizer:
             scores = (scores - self.mean) / ((self.m2 / max(self.count, 1)) ** 0.5 + 1e-8)
         return scores.clamp(-self.clip, self.clip) if self.clip else scores
 
+    def state(self) -> dict:
+        """The running statistics, for a checkpoint."""
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load(self, state: dict) -> None:
+        self.count, self.mean, self.m2 = state["count"], state["mean"], state["m2"]
+
     def _update(self, scores: torch.Tensor) -> None:  # Chan et al.'s parallel mean / variance update
         n, mean = scores.numel(), float(scores.mean())
         m2 = float(((scores - mean) ** 2).sum())
