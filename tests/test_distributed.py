@@ -1,6 +1,7 @@
 """Distributed training on CPU: 2 processes over gloo reach the same losses as 1 process with the same
-global batch, under DDP and DeepSpeed ZeRO, with gradient accumulation, and for PPO; generated DeepSpeed configs
-pass DeepSpeed's own validation; FSDP is refused on CPU for the reason accelerate gives."""
+global batch, under DDP and DeepSpeed ZeRO, with gradient accumulation, and for PPO; runs resume on the same
+trajectory (DeepSpeed from its sharded states) and DeepSpeed checkpoints hold whole weights; generated DeepSpeed
+configs pass DeepSpeed's own validation; FSDP is refused on CPU for the reason accelerate gives."""
 
 from __future__ import annotations
 
@@ -239,3 +240,125 @@ def test_ppo_two_processes_match_one_with_the_same_global_batch(dataset_folder, 
             assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=1e-6), (record["step"], key)
     assert_same_weights(dataset_folder / "ppo-one", dataset_folder / "ppo-two",
                         ("model.safetensors", "value_head.safetensors"))
+
+
+CHECKPOINTED = {"batch_size": 2, "max_steps": 4, "save_steps": 2}  # keeps checkpoint-2, the middle of the run
+LORA = {"kind": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.1}}  # dropout: RNG states must resume too
+
+
+@pytest.fixture(scope="module")
+def checkpointed_run(single_process_losses):
+    """A factory of uninterrupted 2-process runs that keep checkpoint-2, each run once per module:
+    (method, engine, zero) -> (run folder, logged losses)."""
+    folder, config, _ = single_process_losses
+    runs = {}
+
+    def run(method: str, engine: str, zero: int = 0):
+        if (method, engine, zero) not in runs:
+            out = folder / f"checkpointed-{method}-{engine}-{zero}"
+            settings = {**config, "method": LORA if method == "lora" else {"kind": "full"},
+                        "train": {**config["train"], **CHECKPOINTED, "output_dir": str(out)}}
+            records = train_process(folder, settings, *engine_overrides(engine, zero))
+            assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+            runs[method, engine, zero] = out, settings, [r["loss"] for r in records]
+        return runs[method, engine, zero]
+
+    return run
+
+
+def engine_overrides(engine: str, zero: int) -> list[str]:
+    return ["dist.nproc_per_node=2", f"dist.engine={engine}", f"dist.deepspeed.stage={zero}"]
+
+
+def trained_weights_file(method: str) -> str:
+    return "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+
+
+@pytest.mark.parametrize(("method", "zero"), [("full", 2), ("full", 3), ("lora", 3)])
+def test_deepspeed_run_resumes_on_the_same_trajectory(checkpointed_run, tmp_path, method, zero):
+    """Each process restores its own shard of DeepSpeed's states and its own RNG state from checkpoint-2, so steps
+    3 and 4 are trained anew exactly as in the uninterrupted run."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    out, config, uninterrupted = checkpointed_run(method, "deepspeed", zero)
+    copy = tmp_path / "resumed"
+    shutil.copytree(out / "checkpoint-2", copy / "checkpoint-2")  # only the checkpoint: nothing else to reuse
+
+    resumed = train_process(tmp_path, {**config, "train": {**config["train"], "output_dir": str(copy)}},
+                            *engine_overrides("deepspeed", zero), "train.resume=auto")
+
+    assert [r["step"] for r in resumed] == [3, 4]
+    assert [r["loss"] for r in resumed] == uninterrupted[2:]  # exact float equality, step for step
+    expected, weights = (load_file(run / trained_weights_file(method)) for run in (out, copy))
+    assert weights.keys() == expected.keys()
+    assert all(weights[k].equal(expected[k]) for k in expected)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_zero3_checkpoint_weights_load_without_deepspeed(checkpointed_run, tiny_model_dir, method):
+    """checkpoint-2 of a ZeRO-3 run holds the whole weights (gathered from every process's shard), loadable by
+    plain transformers / peft, and equal to those of the same DDP run's checkpoint-2."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    zero3, _, _ = checkpointed_run(method, "deepspeed", 3)
+    ddp, _, _ = checkpointed_run(method, "ddp")
+
+    if method == "lora":
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        model = PeftModel.from_pretrained(base, zero3 / "checkpoint-2")
+        reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                              ddp / "checkpoint-2")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(zero3 / "checkpoint-2")
+        reference = AutoModelForCausalLM.from_pretrained(ddp / "checkpoint-2")
+
+    weights, expected = model.state_dict(), reference.state_dict()
+    assert weights.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert weights[name].allclose(tensor, rtol=1e-4, atol=1e-5), name
+    # The files themselves hold trained weights, not ZeRO-3's empty placeholders.
+    saved = load_file(zero3 / "checkpoint-2" / trained_weights_file(method))
+    assert saved.keys() == load_file(ddp / "checkpoint-2" / trained_weights_file(method)).keys()
+    assert all(tensor.numel() > 0 for tensor in saved.values())
+
+
+def fake_deepspeed_checkpoint(folder, processes: int):
+    """The files that say who wrote a checkpoint: DeepSpeed's folder and one RNG state per process."""
+    from tunesmith.train.checkpoint import ENGINE_FOLDER, STATE_FILE
+
+    (folder / ENGINE_FOLDER).mkdir(parents=True)
+    for rank in range(processes):
+        (folder / f"rng_state_{rank}.pt").write_bytes(b"")
+    (folder / STATE_FILE).write_text("{}")
+    return folder
+
+
+def test_a_deepspeed_checkpoint_resumes_only_with_as_many_processes(tmp_path):
+    from types import SimpleNamespace
+
+    from tunesmith.train.checkpoint import load_engine_checkpoint
+
+    folder = fake_deepspeed_checkpoint(tmp_path / "checkpoint-2", processes=2)
+
+    with pytest.raises(TunesmithError, match="written by 2 processes and this run has 4"):
+        load_engine_checkpoint(SimpleNamespace(num_processes=4), folder, None, None)
+
+
+def test_engines_refuse_each_others_checkpoints(tmp_path):
+    from types import SimpleNamespace
+
+    from tunesmith.train.checkpoint import STATE_FILE, load_checkpoint, load_engine_checkpoint
+
+    deepspeed_folder = fake_deepspeed_checkpoint(tmp_path / "deepspeed" / "checkpoint-2", processes=2)
+    ddp_folder = tmp_path / "ddp" / "checkpoint-2"
+    ddp_folder.mkdir(parents=True)
+    (ddp_folder / STATE_FILE).write_text("{}")
+
+    with pytest.raises(TunesmithError, match="resume it with dist.engine=deepspeed"):
+        load_checkpoint(deepspeed_folder, None, None, None)
+    with pytest.raises(TunesmithError, match="not written by a DeepSpeed run"):
+        load_engine_checkpoint(SimpleNamespace(num_processes=2), ddp_folder, None, None)

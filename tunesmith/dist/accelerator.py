@@ -24,14 +24,20 @@ def make_accelerator(config: RunConfig):
     import torch
 
     precision = mixed_precision(config.train.precision)
+    on_cpu = not torch.cuda.is_available()
+    # Long enough for rank 0 to tokenize a large dataset while the others wait at the barrier.
+    group = {"timeout": timedelta(minutes=config.dist.timeout_minutes)}
+    if on_cpu and config.dist.engine == "deepspeed":
+        # accelerate ignores a DeepSpeed plugin in a cpu=True process (it would silently run DDP), so DeepSpeed
+        # runs on its own CPU accelerator; gloo must be named, or accelerate sees one process per rank.
+        on_cpu, group["backend"] = False, "gloo"
     kwargs = {
         "mixed_precision": precision,
-        "cpu": not torch.cuda.is_available(),  # lets several CPU processes train together over gloo
+        "cpu": on_cpu,  # lets several CPU processes train together over gloo
         # The loop's window: accelerate (and DeepSpeed, configured alike) then syncs gradients and steps only
         # at the window's last micro-batch, and divides each backward by it, which the loop's scale undoes.
         "gradient_accumulation_steps": config.train.grad_accum,
-        # Long enough for rank 0 to tokenize a large dataset while the others wait at the barrier.
-        "kwargs_handlers": [InitProcessGroupKwargs(timeout=timedelta(minutes=config.dist.timeout_minutes))],
+        "kwargs_handlers": [InitProcessGroupKwargs(**group)],
     }
     if config.dist.engine == "deepspeed":
         kwargs["deepspeed_plugin"] = _deepspeed_plugin(config, precision)

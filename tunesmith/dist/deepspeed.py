@@ -52,3 +52,31 @@ def _check_accumulation(own: dict, train: TrainConfig, path: Path) -> dict:
         raise TunesmithError(f"{path}: gradient_accumulation_steps is {steps} but train.grad_accum is "
                              f"{train.grad_accum}; make them equal, or set it to \"auto\"")
     return own
+
+
+def uses_deepspeed(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def full_state_dict(accelerator, model) -> dict | None:
+    """The full weights of a ZeRO-3 model, to write in place of its own (`save_weights`): each process holds only
+    a shard of them. Gathered layer by layer onto rank 0's CPU (the other ranks get None), so every process must
+    call this. None when the processes hold the weights whole (no ZeRO-3): the unwrapped model writes its own."""
+    if not uses_deepspeed(accelerator) or not model.zero_optimization_partition_weights():
+        return None
+    # An adapter saves only its trainable weights, so the frozen base (most of the model) is not gathered.
+    adapter_only = _saves_adapter(accelerator.unwrap_model(model))
+    # The engine's own gathering (accelerate's get_state_dict calls it too, but without leaving frozen weights out).
+    return model._zero3_consolidated_16bit_state_dict(exclude_frozen_parameters=adapter_only)
+
+
+def _saves_adapter(model) -> bool:
+    from peft import PeftModel
+
+    from tunesmith.model.value_head import ValueHeadModel
+
+    if isinstance(model, ValueHeadModel):
+        model = model.backbone
+    return isinstance(model, PeftModel)

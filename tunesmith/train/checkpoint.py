@@ -3,6 +3,11 @@
 A checkpoint holds everything a resumed run needs to continue the same trajectory: the trained weights
 (safetensors), optimizer and scheduler state, every RNG state and the loop's position. Nothing here
 unpickles arbitrary objects: weights are safetensors and the rest loads with `torch.load(weights_only=True)`.
+
+A DeepSpeed run's optimizer state (and under ZeRO-3 its weights) is split over the processes, so its checkpoints
+also hold DeepSpeed's own sharded states (ENGINE_FOLDER, read back by DeepSpeed itself) and one RNG state per
+process; they resume with the same number of processes. Their weights are gathered whole, so they load without
+DeepSpeed like any other checkpoint's.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 import torch
 
 from tunesmith.errors import TunesmithError
+from tunesmith.model.save import save_weights
 from tunesmith.model.value_head import ValueHeadModel
 from tunesmith.train.rng import get_rng_state, set_rng_state
 
@@ -25,23 +31,66 @@ SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng_state.pt"
 SCALER_FILE = "scaler.pt"  # fp16 loss scale, present only in fp16 runs
 ADAPTER_FILE = "adapter_model.safetensors"
+ENGINE_FOLDER = "deepspeed"  # DeepSpeed's checkpoint tag: its sharded model and optimizer states
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict,
                     keep: int | None = None, scaler=None) -> Path:
     """Everything needed to resume, under checkpoint-STEP; then only the newest `keep` checkpoints remain."""
-    run_dir = Path(run_dir)
-    final = run_dir / f"{CHECKPOINT_PREFIX}{step}"
-    staging = run_dir / f".{CHECKPOINT_PREFIX}{step}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    model.save_pretrained(staging, safe_serialization=True)
+    staging = _new_staging_folder(run_dir, step)
+    save_weights(model, staging)
     torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
     torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
     torch.save(get_rng_state(), staging / RNG_FILE)
     if scaler is not None:
         torch.save(scaler.state_dict(), staging / SCALER_FILE)
+    return _publish(run_dir, step, staging, state, keep)
+
+
+def save_engine_checkpoint(accelerator, run_dir: Path, step: int, engine, scheduler, state: dict,
+                           keep: int | None = None) -> Path:
+    """save_checkpoint for a DeepSpeed run; every process calls it. Each writes its shard of DeepSpeed's states
+    and its own RNG state; rank 0 adds the full weights, the scheduler and the loop's state, and renames the
+    folder into place once all have written theirs."""
+    from tunesmith.dist.deepspeed import full_state_dict
+
+    staging = _staging_folder(run_dir, step)
+    if accelerator.is_main_process:
+        _new_staging_folder(run_dir, step)
+    accelerator.wait_for_everyone()
+    engine.save_checkpoint(str(staging), tag=ENGINE_FOLDER, save_latest=False)
+    torch.save(get_rng_state(), staging / _process_rng_file(accelerator.process_index))
+    weights = full_state_dict(accelerator, engine)  # a collective under ZeRO-3
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_weights(accelerator.unwrap_model(engine), staging, weights)
+        # The schedule steps on our side of the engine (accelerate does not hand it to DeepSpeed), alike everywhere.
+        torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
+        _publish(run_dir, step, staging, state, keep)
+    accelerator.wait_for_everyone()
+    return _final_folder(run_dir, step)
+
+
+def _final_folder(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / f"{CHECKPOINT_PREFIX}{step}"
+
+
+def _staging_folder(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / f".{CHECKPOINT_PREFIX}{step}.tmp"
+
+
+def _new_staging_folder(run_dir: Path, step: int) -> Path:
+    """An empty folder to write checkpoint-STEP into; it is not listed until _publish renames it."""
+    staging = _staging_folder(run_dir, step)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _publish(run_dir: Path, step: int, staging: Path, state: dict, keep: int | None) -> Path:
+    """Mark `staging` complete and rename it to checkpoint-STEP; then only the newest `keep` checkpoints remain."""
     (staging / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2), encoding="utf-8")
+    final = _final_folder(run_dir, step)
     if final.exists():
         _delete(final)
     staging.rename(final)
@@ -49,6 +98,10 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
         for old in list_checkpoints(run_dir)[:-keep]:
             _delete(old)
     return final
+
+
+def _process_rng_file(rank: int) -> str:
+    return f"rng_state_{rank}.pt"
 
 
 def _delete(folder: Path) -> None:
@@ -84,6 +137,9 @@ def find_resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
 def load_checkpoint(folder: Path, model, optimizer, scheduler, scaler=None) -> dict:
     """Restore weights, optimizer, scheduler and RNG states from `folder`; returns the loop's saved state."""
     folder = Path(folder)
+    if (folder / ENGINE_FOLDER).is_dir():
+        raise TunesmithError(f"{folder} was written by a DeepSpeed run (its optimizer state is split over the "
+                             "processes); resume it with dist.engine=deepspeed and the same number of processes")
     load_weights(model, folder)
     optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, map_location="cpu", weights_only=True))
@@ -91,6 +147,30 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, scaler=None) -> d
     if scaler is not None and (folder / SCALER_FILE).is_file():
         scaler.load_state_dict(torch.load(folder / SCALER_FILE, map_location="cpu", weights_only=True))
     return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def load_engine_checkpoint(accelerator, folder: Path, engine, scheduler) -> dict:
+    """load_checkpoint for a DeepSpeed run; every process calls it and reads its own shard and RNG state."""
+    folder = Path(folder)
+    _check_engine_checkpoint(folder, accelerator.num_processes)
+    # The engine restores weights and optimizer (fp32 master weights, moments, loss scale) from its shards.
+    engine.load_checkpoint(str(folder), tag=ENGINE_FOLDER, load_optimizer_states=True,
+                           load_lr_scheduler_states=False)
+    scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, map_location="cpu", weights_only=True))
+    rng_file = folder / _process_rng_file(accelerator.process_index)
+    set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
+    return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def _check_engine_checkpoint(folder: Path, processes: int) -> None:
+    """A DeepSpeed checkpoint, written by as many processes as this run has (each holds a shard of it)."""
+    if not (folder / ENGINE_FOLDER).is_dir():
+        raise TunesmithError(f"{folder} was not written by a DeepSpeed run (no {ENGINE_FOLDER}/ folder); resume "
+                             "it with the dist.engine it was written with")
+    written_by = len(list(folder.glob(_process_rng_file("*"))))
+    if written_by != processes:
+        raise TunesmithError(f"{folder} was written by {written_by} processes and this run has {processes}; "
+                             f"resume it with dist.nproc_per_node x dist.nnodes = {written_by} processes")
 
 
 def load_weights(model, folder: Path) -> None:

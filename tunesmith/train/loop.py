@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 
 from tunesmith.config.schema import TrainConfig
 from tunesmith.dist.collectives import global_sums, global_tensor_sum, gradient_scale
+from tunesmith.dist.deepspeed import uses_deepspeed
 from tunesmith.train.batches import BatchStream, eval_batches
-from tunesmith.train.checkpoint import load_checkpoint, save_checkpoint
+from tunesmith.train.checkpoint import load_checkpoint, load_engine_checkpoint, save_checkpoint, save_engine_checkpoint
 from tunesmith.train.metrics import MetricsLog, eval_metrics
 from tunesmith.train.optim import build_optimizer, build_scheduler, follows_eval_loss
 
@@ -63,8 +64,11 @@ class Trainer:
 
     def resume(self, checkpoint: Path) -> None:
         """Continue from `checkpoint`: weights, optimizer, scheduler, RNG, data position and counters."""
-        state = load_checkpoint(checkpoint, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
-                                self.accelerator.scaler)
+        if uses_deepspeed(self.accelerator):
+            state = load_engine_checkpoint(self.accelerator, checkpoint, self.model, self.scheduler)
+        else:
+            state = load_checkpoint(checkpoint, self.accelerator.unwrap_model(self.model), self.optimizer,
+                                    self.scheduler, self.accelerator.scaler)
         self.step = state["step"]
         self.stream.position = state["stream_position"]
         self.tokens_seen = state["tokens_seen"]
@@ -189,10 +193,13 @@ class Trainer:
         return False
 
     def save_checkpoint(self) -> None:
+        state = {"stream_position": self.stream.position, "tokens_seen": self.tokens_seen,
+                 "best_eval_loss": self.best_eval_loss, "evals_without_improvement": self.evals_without_improvement}
+        if uses_deepspeed(self.accelerator):  # every process holds a shard of the state: all of them save
+            save_engine_checkpoint(self.accelerator, self.run_dir, self.step, self.model, self.scheduler, state,
+                                   keep=self.train_config.save_total_limit)
+            return
         if self.accelerator.is_main_process:
-            state = {"stream_position": self.stream.position, "tokens_seen": self.tokens_seen,
-                     "best_eval_loss": self.best_eval_loss,
-                     "evals_without_improvement": self.evals_without_improvement}
             save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.model),
                             self.optimizer, self.scheduler, state, keep=self.train_config.save_total_limit,
                             scaler=self.accelerator.scaler)

@@ -19,6 +19,7 @@ def train(config: RunConfig) -> Path:
     from tunesmith.data.dataset import prepare_data
     from tunesmith.data.template import ChatTemplate
     from tunesmith.dist.accelerator import make_accelerator
+    from tunesmith.dist.deepspeed import full_state_dict
     from tunesmith.model.load import load_model, load_tokenizer, resolve_source
     from tunesmith.model.methods import apply_method, count_parameters
     from tunesmith.model.save import save_trained
@@ -58,8 +59,9 @@ def train(config: RunConfig) -> Path:
     if resume_from is not None:
         trainer.resume(resume_from)
     trainer.run()
+    weights = full_state_dict(accelerator, trainer.model)  # every process: ZeRO-3 gathers the weights' shards
     if accelerator.is_main_process:
-        save_trained(accelerator.unwrap_model(trainer.model), tokenizer, template.source, run_dir)
+        save_trained(accelerator.unwrap_model(trainer.model), tokenizer, template.source, run_dir, weights)
         plot_loss(run_dir)
         accelerator.print(f"run saved in {run_dir}")
     return run_dir
