@@ -362,3 +362,40 @@ def test_engines_refuse_each_others_checkpoints(tmp_path):
         load_checkpoint(deepspeed_folder, None, None, None)
     with pytest.raises(TunesmithError, match="not written by a DeepSpeed run"):
         load_engine_checkpoint(SimpleNamespace(num_processes=2), ddp_folder, None, None)
+
+
+# (dataset, max_samples): enough records that at least 8 fit data.max_length 128 (most demo replies are longer).
+STAGE_DATA = {"pt": ("c4_demo", 12), "rm": ("dpo_en_demo", 48), "dpo": ("dpo_en_demo", 48),
+              "kto": ("kto_en_demo", 48)}
+UNCOMPARED = {"step", "epoch", "lr", "tokens_per_s"}  # bookkeeping and speed, not what was trained
+
+
+@pytest.mark.parametrize("stage", ["pt", "rm", "dpo", "kto"])
+def test_stage_under_zero3_matches_one_process_with_the_same_global_batch(tmp_path, tiny_model_dir, stage):
+    """Full weights partitioned by ZeRO-3 over 2 processes: the frozen reference of dpo and kto is copied before
+    partitioning, the value head of rm trains and is saved with the gathered backbone, and statistics a stage
+    takes over its whole batch (kto's KL reference point) are taken over both processes' rows."""
+    from tests.conftest import LF_DATA
+
+    dataset, samples = STAGE_DATA[stage]
+    config = tiny_run_config(tiny_model_dir, LF_DATA, tmp_path / "one", method={"kind": "full"},
+                             stage={"kind": stage},
+                             data={"datasets": [dataset], "max_samples": samples, "max_length": 128,
+                                   "cache_dir": str(tmp_path / "cache")},
+                             # A small lr: AdamW's first steps move weights by ~lr whatever the size of a
+                             # gradient, so float noise in near-zero gradients (rm: embedding rows of tokens whose
+                             # effects on chosen and rejected rewards nearly cancel) would grow with it.
+                             train={"max_steps": 3, "batch_size": 4, "lr": 1e-4})
+    expected = train_process(tmp_path, config)
+    two = {**config, "train": {**config["train"], "batch_size": 2, "output_dir": str(tmp_path / "two")}}
+
+    records = train_process(tmp_path, two, *engine_overrides("deepspeed", 3))
+
+    assert [r["step"] for r in records] == [r["step"] for r in expected] == [1, 2, 3]
+    for record, reference in zip(records, expected):
+        assert record.keys() == reference.keys()
+        for key in reference.keys() - UNCOMPARED:
+            # abs: dpo's first rewards and margins are float noise around 0 (the policy equals its reference).
+            assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=1e-6), (record["step"], key)
+    weights = ("model.safetensors", "value_head.safetensors") if stage == "rm" else ("model.safetensors",)
+    assert_same_weights(tmp_path / "one", tmp_path / "two", weights)

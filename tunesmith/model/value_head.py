@@ -14,12 +14,13 @@ import torch
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
-def new_head(hidden_size: int, zero: bool = False) -> torch.nn.Linear:
+def new_head(hidden_size: int, zero: bool = False, bias: bool = True) -> torch.nn.Linear:
     """A fresh value head: small random weights (reward model), or zeros (a critic that starts by predicting 0,
     so PPO's first advantages are the rewards themselves rather than noise from an untrained critic)."""
-    head = torch.nn.Linear(hidden_size, 1, bias=True)
+    head = torch.nn.Linear(hidden_size, 1, bias=bias)
     torch.nn.init.normal_(head.weight, std=0.0 if zero else 1 / (hidden_size + 1) ** 0.5)
-    torch.nn.init.zeros_(head.bias)
+    if bias:
+        torch.nn.init.zeros_(head.bias)
     return head
 
 

@@ -12,6 +12,7 @@ import torch
 from tunesmith.data.collator import pad_batch
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
+from tunesmith.dist.collectives import gather_rows
 from tunesmith.train.losses import kto_kl_estimate, kto_losses
 from tunesmith.train.stages.base import Stage
 from tunesmith.train.stages.preference import (
@@ -34,6 +35,11 @@ class KtoStage(Stage):
     def __init__(self, config=None):
         super().__init__(config)
         self.reference = None
+        self.accelerator = None  # the run's, once training starts: z is estimated over all processes' rows
+
+    def make_trainer(self, accelerator, model, *args, **kwargs):
+        self.accelerator = accelerator
+        return super().make_trainer(accelerator, model, *args, **kwargs)
 
     def encode(self, record, template, data):
         (sample,) = encode_replies(template, record.prompt, [record.completion], record.tools, data.max_length)
@@ -62,7 +68,7 @@ class KtoStage(Stage):
     def loss(self, model, batch):
         logps, mismatched_logps = reply_logps(model, batch)[0].chunk(2)
         ref_logps, ref_mismatched = reference_logps(self.reference, model, batch).chunk(2)
-        kl = kto_kl_estimate(mismatched_logps.detach(), ref_mismatched)
+        kl = self.kl_estimate(mismatched_logps.detach(), ref_mismatched)
         desirable = batch[DESIRABLE]
         losses, rewards = kto_losses(logps, ref_logps, desirable, kl, self.config.beta,
                                      self.config.desirable_weight, self.config.undesirable_weight)
@@ -72,6 +78,12 @@ class KtoStage(Stage):
             "kl": kl * desirable.numel(),
         }
         return losses.sum(), metrics
+
+    def kl_estimate(self, mismatched_logps: torch.Tensor, ref_mismatched: torch.Tensor) -> torch.Tensor:
+        """z over the whole batch: with the batch split over processes, each one's rows alone would give each
+        process its own z, and the run would train differently from one process with the same batch."""
+        rows, _ = gather_rows(self.accelerator, {"policy": mismatched_logps, "reference": ref_mismatched})
+        return kto_kl_estimate(rows["policy"], rows["reference"])
 
 
 def assign_kl_partners(samples: list[Encoded], max_length: int) -> None:

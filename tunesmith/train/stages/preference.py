@@ -139,9 +139,14 @@ def report_truncated(stage_name: str, data) -> None:
 
 def build_reference(stage, model, data, config, device):
     """The frozen reference for `model`; with stage.precompute_ref, its log-probs stored on every sample."""
+    from tunesmith.dist.accelerator import mixed_precision
+    from tunesmith.dist.deepspeed import deepspeed_config
     from tunesmith.model.reference import Reference
 
-    reference = Reference(model).to(device)
+    settings = None  # used only when ZeRO-3 has partitioned the model at load, to partition the reference alike
+    if config.dist.engine == "deepspeed":
+        settings = deepspeed_config(config.dist.deepspeed, config.train, mixed_precision(config.train.precision))
+    reference = Reference(model, settings).to(device)
     if stage.config.precompute_ref:
         model.to(device)
         for samples in (data.train, data.val):  # padding is masked out, so its id does not matter

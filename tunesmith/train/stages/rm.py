@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from tunesmith.data.template import IGNORE
-from tunesmith.model.value_head import ValueHeadModel
+from tunesmith.model.value_head import ValueHeadModel, new_head
 from tunesmith.train.losses import pairwise_reward_loss
 from tunesmith.train.stages.preference import PairStage
 
@@ -16,7 +16,9 @@ class RmStage(PairStage):
 
     def prepare(self, model, data, config, device):
         self.report_truncated(data)
-        return ValueHeadModel(model)
+        # No bias: the pairwise loss sees only reward differences, so a bias gets a gradient of float noise, which
+        # AdamW turns into steps of +-lr that shift every reward alike, differently with every batch split.
+        return ValueHeadModel(model, new_head(model.config.hidden_size, bias=False))
 
     def loss(self, model, batch):
         rewards = last_reply_values(model, batch)
