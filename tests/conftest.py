@@ -65,6 +65,9 @@ def reward_run(tmp_path_factory, tiny_model_dir):
     from tunesmith.model.save import save_trained
     from tunesmith.train.run import CONFIG_FILE
 
+    import torch
+
+    torch.manual_seed(0)  # the head's initial weights: the same reward model whichever test builds it first
     tmp = tmp_path_factory.mktemp("rm")
     records = [Preference([user(f"Q{i}?")], assistant("good"), assistant("bad")) for i in range(4)]
     _, trainer, _, config, template = build(tiny_model_dir, tmp, records, {"kind": "rm"})

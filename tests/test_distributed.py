@@ -236,10 +236,10 @@ def test_ppo_two_processes_match_one_with_the_same_global_batch(dataset_folder, 
     assert [r["step"] for r in records] == [r["step"] for r in expected] == [1, 2, 3]
     for record, reference in zip(records, expected):
         for key in ("reward", "kl", "reply_length", "loss", "policy_loss", "value_loss", "entropy", "clip_frac"):
-            # KL is a difference of two log-probs of size ~10 per reply token, so it carries their float32
-            # rounding (~1e-6 each, over 6 tokens) whatever its own size: at step 1 it is pure noise around 0.
-            noise = 2e-5 if key == "kl" else 1e-6
-            assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=noise), (record["step"], key)
+            # abs: KL and the losses are sums of per-token terms that nearly cancel (log-probs of size ~10, KL
+            # near 0 at step 1, a policy loss of ~-0.004), so they carry float32 rounding of ~1e-6 per token
+            # whatever their own size; the batch split changes the order of those sums.
+            assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=2e-5), (record["step"], key)
     assert_same_weights(dataset_folder / "ppo-one", dataset_folder / "ppo-two",
                         ("model.safetensors", "value_head.safetensors"))
 
