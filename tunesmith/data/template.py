@@ -87,7 +87,7 @@ class ChatTemplate:
                     mask_history: bool = False) -> list[Encoded]:
         """`encode` of each conversation, the texts tokenized in one call (the Rust tokenizer uses every core)."""
         layouts = [self.render_with_spans(c.messages, c.tools) for c in conversations]
-        tokenized = self._tokenize_with_offsets([text for text, _ in layouts])
+        tokenized = self.tokenize_with_offsets([text for text, _ in layouts])
         encoded = []
         for (_, spans), (ids, offsets) in zip(layouts, tokenized):
             if train_on_prompt:
@@ -96,7 +96,8 @@ class ChatTemplate:
                 encoded.append(Encoded(ids, span_labels(ids, offsets, spans[-1:] if mask_history else spans)))
         return encoded
 
-    def _tokenize_with_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    def tokenize_with_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """(ids, character offsets of each token) of each text, without special tokens added."""
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is not None:  # the Rust tokenizer directly: the Python wrapper costs as much as the work
             encodings = backend.encode_batch(texts, add_special_tokens=False)

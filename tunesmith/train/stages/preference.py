@@ -26,8 +26,7 @@ REF_LOGPS = "ref_logps"  # meta key of precomputed reference log-probs
 def encode_reply(template, prompt: list[dict], reply: dict, tools: list | None = None) -> tuple[list[int], int]:
     """(ids of prompt + reply through the turn's closing, index of the reply's first token)."""
     text, (start, end) = template.render_reply(prompt, reply, tools)
-    encoding = template.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+    ((ids, offsets),) = template.tokenize_with_offsets([text])
     reply_start = next((i for i, (first, _) in enumerate(offsets) if first >= start), len(ids))
     reply_end = next((i for i, (first, _) in enumerate(offsets) if first >= end), len(ids))
     return list(ids[:reply_end]), reply_start
