@@ -64,6 +64,10 @@ def train(config: RunConfig) -> Path:
         save_trained(accelerator.unwrap_model(trainer.model), tokenizer, template.source, run_dir, weights)
         plot_loss(run_dir)
         accelerator.print(f"run saved in {run_dir}")
+    # The process group is closed before the processes exit: left open, gloo's and DeepSpeed's threads can
+    # outlive the interpreter's teardown and abort a finished run.
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     return run_dir
 
 
