@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+from itertools import chain
 from pathlib import Path
 
 from tunesmith.data.records import Encoded
@@ -73,8 +74,9 @@ class ShardCache:
         import numpy as np
 
         lengths = np.array([len(sample.input_ids) for sample in samples], dtype=np.int64)
-        ids = np.fromiter((t for s in samples for t in s.input_ids), dtype=np.int32, count=int(lengths.sum()))
-        labels = np.fromiter((t for s in samples for t in s.labels), dtype=np.int32, count=int(lengths.sum()))
+        total = int(lengths.sum())
+        ids = np.fromiter(chain.from_iterable(sample.input_ids for sample in samples), dtype=np.int32, count=total)
+        labels = np.fromiter(chain.from_iterable(sample.labels for sample in samples), dtype=np.int32, count=total)
         try:
             extras = json.dumps({"stats": stats, "meta": [_dump_meta(sample.meta) for sample in samples]})
         except TypeError as err:

@@ -52,4 +52,4 @@ class Encoded:
 
     @property
     def num_targets(self) -> int:
-        return sum(1 for label in self.labels if label != -100)
+        return len(self.labels) - self.labels.count(-100)
