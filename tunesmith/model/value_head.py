@@ -51,17 +51,26 @@ class ValueHeadModel(torch.nn.Module):
         """[batch, length] values at every position."""
         return self.values(self.hidden_states(batch))
 
-    def save_pretrained(self, folder, **kwargs) -> None:
+    def save_pretrained(self, folder, state_dict: dict | None = None, **kwargs) -> None:
+        """The backbone's own files (named as in the backbone) and the head beside them. state_dict: weights
+        keyed as in this wrapper's state_dict ("backbone." / "head."), written in place of the ones it holds."""
         from safetensors.torch import save_file
 
-        self.backbone.save_pretrained(folder, **kwargs)
-        state = {key: value.detach().contiguous().cpu() for key, value in self.head.state_dict().items()}
-        save_file(state, str(Path(folder) / VALUE_HEAD_FILE))
+        backbone_state, head_state = None, self.head.state_dict()
+        if state_dict is not None:
+            backbone_state, head_state = _unprefixed(state_dict, "backbone."), _unprefixed(state_dict, "head.")
+        self.backbone.save_pretrained(folder, state_dict=backbone_state, **kwargs)
+        save_file({key: value.detach().contiguous().cpu() for key, value in head_state.items()},
+                  str(Path(folder) / VALUE_HEAD_FILE))
 
     def load_head(self, folder) -> None:
         """The head saved in `folder`, copied into this head in place, so an optimizer built on it stays valid
         (resuming); its dtype stays this head's."""
         self.head.load_state_dict(read_head_state(folder))
+
+
+def _unprefixed(state: dict, prefix: str) -> dict:
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def read_head_state(folder: Path) -> dict[str, torch.Tensor]:

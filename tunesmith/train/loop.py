@@ -21,7 +21,8 @@ from tunesmith.dist.collectives import global_sums, global_tensor_sum, gradient_
 from tunesmith.dist.deepspeed import uses_deepspeed
 from tunesmith.train.batches import BatchStream, eval_batches
 from tunesmith.train.checkpoint import load_checkpoint, load_engine_checkpoint, save_checkpoint, save_engine_checkpoint
-from tunesmith.train.metrics import MetricsLog, eval_metrics
+from tunesmith.train.evaluation import evaluate_stage
+from tunesmith.train.metrics import MetricsLog
 from tunesmith.train.optim import build_optimizer, build_scheduler, follows_eval_loss
 
 
@@ -161,20 +162,11 @@ class Trainer:
     def evaluate(self) -> float:
         """Mean loss (and the stage's extra metrics) over the validation units; logs them, returns the loss."""
         self.model.eval()
-        sums: dict[str, torch.Tensor] = {"loss": torch.zeros((), device=self.accelerator.device)}
-        count = 0
-        for batch in eval_batches(self.val, self.stream.batch_size, self.stream.collate):
-            count += self.stage.count_units(batch)
-            batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
-            with self.accelerator.autocast():
-                loss, extras = self.stage.loss(self.model, batch)
-            for key, value in {"loss": loss, **extras}.items():
-                sums[key] = sums.get(key, 0) + value.detach()
+        batches = eval_batches(self.val, self.stream.batch_size, self.stream.collate)
+        record, _ = evaluate_stage(self.stage, self.model, batches, self.accelerator.device, self.accelerator.autocast)
         self.model.train()
-        means = {key: float(value) / max(count, 1) for key, value in sums.items()}
-        eval_loss = means.pop("loss")
-        self.metrics.write({"step": self.step, **eval_metrics(self.stage, eval_loss, means)})
-        return eval_loss
+        self.metrics.write({"step": self.step, **record})
+        return record["eval_loss"]
 
     def evaluate_and_check(self) -> bool:
         """Evaluate, step a plateau schedule, and say whether early stopping calls the run off."""

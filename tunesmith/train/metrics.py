@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
@@ -42,19 +41,3 @@ def read_metrics(run_dir: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def eval_metrics(stage, loss: float, extras: dict[str, float], prefix: str = "eval_") -> dict[str, float]:
-    """What an evaluation reports: the mean loss and the stage's own metrics (reward accuracy, margins ...),
-    each under `prefix`; plus perplexity, only where the loss is a mean per-token cross entropy (pt, sft):
-    the exp of a preference loss (-log sigmoid of a margin) measures nothing."""
-    record = {f"{prefix}loss": loss, **{f"{prefix}{key}": value for key, value in extras.items()}}
-    if reports_perplexity(stage):
-        record["perplexity"] = math.exp(min(loss, 50))  # capped: an exploding loss still logs a finite number
-    return record
-
-
-def reports_perplexity(stage) -> bool:
-    from tunesmith.train.stages.base import TokenStage  # lazy: reading metrics (web UI) needs no torch
-
-    return isinstance(stage, TokenStage)

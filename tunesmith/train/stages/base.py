@@ -54,7 +54,14 @@ class Stage:
 
 
 class TokenStage(Stage):
-    """Stages trained by next-token cross entropy on labelled tokens (pt, sft)."""
+    """Stages trained by next-token cross entropy on labelled tokens (pt, sft). Their tokenization batches
+    well, so they implement `encode_many`, and one record is a batch of one."""
+
+    def encode(self, record, template, data):
+        return self.encode_many([record], template, data)[0]
+
+    def encode_many(self, records, template, data):
+        raise NotImplementedError
 
     def collate(self, samples, pad_id):
         return pad_batch(samples, pad_id)

@@ -9,6 +9,8 @@ layer drops and counts.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import torch
 import torch.nn.functional as F
 
@@ -27,8 +29,8 @@ def encode_reply(template, prompt: list[dict], reply: dict, tools: list | None =
     """(ids of prompt + reply through the turn's closing, index of the reply's first token)."""
     text, (start, end) = template.render_reply(prompt, reply, tools)
     ((ids, offsets),) = template.tokenize_with_offsets([text])
-    reply_start = next((i for i, (first, _) in enumerate(offsets) if first >= start), len(ids))
-    reply_end = next((i for i, (first, _) in enumerate(offsets) if first >= end), len(ids))
+    # The first tokens that begin at or after the reply's start and end (token starts are sorted).
+    reply_start, reply_end = (bisect_left(offsets, edge, key=lambda offset: offset[0]) for edge in (start, end))
     return list(ids[:reply_end]), reply_start
 
 

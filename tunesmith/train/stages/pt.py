@@ -8,9 +8,6 @@ class PtStage(TokenStage):
     name = "pt"
     record_kind = "text"
 
-    def encode(self, record, template, data):
-        return self.encode_many([record], template, data)[0]
-
     def encode_many(self, records, template, data):
         tokenizer = template.tokenizer
         adds_bos = tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)

@@ -7,8 +7,5 @@ class SftStage(TokenStage):
     name = "sft"
     record_kind = "conversation"
 
-    def encode(self, record, template, data):
-        return self.encode_many([record], template, data)[0]
-
     def encode_many(self, records, template, data):
         return template.encode_many(records, train_on_prompt=data.train_on_prompt, mask_history=data.mask_history)
