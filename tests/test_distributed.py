@@ -154,13 +154,19 @@ def test_fsdp_without_gpus_says_what_to_use_instead(tmp_path):
 
 
 ACCELERATE_FSDP_PROBE = """
+import os, sys
 from accelerate import Accelerator
 from accelerate.utils import FullyShardedDataParallelPlugin
 import torch
 
+lines = []
 for version in (1, 2):
     accelerator = Accelerator(cpu=True, fsdp_plugin=FullyShardedDataParallelPlugin(fsdp_version=version))
-    print(version, accelerator.distributed_type, type(accelerator.prepare(torch.nn.Linear(2, 2))).__name__)
+    model = accelerator.prepare(torch.nn.Linear(2, 2))
+    lines.append(f"{version} {accelerator.distributed_type} {type(model).__name__}")
+# One file per rank: the two processes' prints on a shared stdout can interleave mid-line.
+with open(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.txt"), "w") as out:
+    out.write("\\n".join(lines))
 """
 
 
@@ -169,10 +175,12 @@ def test_accelerate_still_runs_no_fsdp_on_cpu(tmp_path):
     wraps the model in DDP. When this fails, accelerate has learned CPU FSDP: lift the refusal."""
     (tmp_path / "probe.py").write_text(ACCELERATE_FSDP_PROBE)
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_port=29613", str(tmp_path / "probe.py")],
+                           "--master_port=29613", str(tmp_path / "probe.py"), str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("MULTI_CPU DistributedDataParallel") == 4, done.stdout
+    for rank in (0, 1):
+        lines = (tmp_path / f"rank{rank}.txt").read_text().splitlines()
+        assert lines == [f"{version} DistributedType.MULTI_CPU DistributedDataParallel" for version in (1, 2)]
 
 
 def test_ppo_refuses_engines_that_shard_the_policy(tmp_path):
