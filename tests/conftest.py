@@ -63,7 +63,7 @@ def reward_run(tmp_path_factory, tiny_model_dir):
     from tunesmith.config import dump_config
     from tunesmith.data.records import Preference
     from tunesmith.model.save import save_trained
-    from tunesmith.train.run import CONFIG_FILE
+    from tunesmith.run_folder import CONFIG_FILE
 
     import torch
 

@@ -56,8 +56,7 @@ def _compare_engines(args) -> list[tuple[str, object]]:
 
     from tunesmith.errors import TunesmithError
     from tunesmith.infer.loader import load_engine
-    from tunesmith.model.save import is_adapter_folder
-    from tunesmith.train.run import CONFIG_FILE
+    from tunesmith.run_folder import is_adapter, is_run_folder
 
     if len(args.compare) < 2:
         raise TunesmithError("--compare needs at least two models, adapters or runs")
@@ -65,9 +64,9 @@ def _compare_engines(args) -> list[tuple[str, object]]:
     for spec in args.compare:
         folder = Path(spec)
         common = dict(template=args.template, trust_remote_code=args.trust_remote_code, backend=args.backend)
-        if (folder / CONFIG_FILE).is_file():
+        if is_run_folder(folder):
             engine = load_engine(run=spec, **common)
-        elif is_adapter_folder(folder):
+        elif is_adapter(folder):
             if not args.model:
                 raise TunesmithError(f"{spec} is an adapter; say which base model it applies to with --model")
             engine = load_engine(model=args.model, adapter=spec, gguf_file=args.gguf_file, **common)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from tunesmith.config import RunConfig, dump_config
 from tunesmith.errors import TunesmithError
-
-CONFIG_FILE = "config.yaml"
+from tunesmith.run_folder import CONFIG_FILE
 
 
 def train(config: RunConfig) -> Path:
