@@ -1,26 +1,23 @@
-"""`tunesmith export --run RUN_DIR --out DIR [--gguf f16,q8_0]` or `tunesmith export CONFIG [key=value ...]`"""
+"""`tunesmith export --run RUN_DIR --out DIR [--gguf f16 q8_0]` or `tunesmith export CONFIG [key=value ...]`
+
+The flags are the export group of the schema (config/schema.py ExportConfig), generated.
+"""
 
 from __future__ import annotations
 
-GGUF_KINDS = "f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0"
+from tunesmith.commands.schema_flags import add_group_flags, flag_values
 
 
 def register(subparsers) -> None:
+    from tunesmith.config.schema import ExportConfig
+
     parser = subparsers.add_parser(
         "export", help="merge a trained run and write it for deployment (safetensors, GGUF, Ollama)"
     )
     parser.add_argument("config", nargs="?", help="YAML config whose `export` group (and train.output_dir) say "
                         "what to export; or use --run")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. export.gguf=q8_0")
-    parser.add_argument("--run", help="run folder to export (its config.yaml says the base model)")
-    parser.add_argument("--out", help="folder to write the export to")
-    parser.add_argument("--gguf", help=f"GGUF kinds to write, comma-separated: {GGUF_KINDS}")
-    parser.add_argument("--max-shard-size", help="largest safetensors shard, e.g. 5GB (default) or 2GiB")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], help="dtype of the merged weights")
-    parser.add_argument("--overwrite", action="store_true", default=None, help="replace a non-empty --out folder")
-    parser.add_argument("--no-ollama", dest="ollama", action="store_false", default=None,
-                        help="skip the Ollama Modelfile")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, export_flags=add_group_flags(parser, ExportConfig))
 
 
 def run(args) -> int:
@@ -40,9 +37,8 @@ def run(args) -> int:
         config = read_run_config(run_dir)
     else:
         raise TunesmithError("say what to export: tunesmith export CONFIG, or tunesmith export --run RUN_DIR --out DIR")
-    flags = {"out": args.out, "gguf": args.gguf, "max_shard_size": args.max_shard_size, "dtype": args.dtype,
-             "overwrite": args.overwrite, "ollama": args.ollama}
-    settings = _with_flags(config.export, {key: value for key, value in flags.items() if value is not None})
+    flags = {key: value for key, value in flag_values(args, args.export_flags).items() if key != "run"}
+    settings = _with_flags(config.export, flags)
     report = export_run(run_dir, settings)
     print(report.summary())
     return 0

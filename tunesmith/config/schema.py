@@ -166,9 +166,10 @@ class DataConfig(Group):
     )
     num_proc: int = Field(1, ge=1, description="Processes that tokenize the data in parallel.")
     cache: bool = Field(True, description="Keep tokenized data on disk and reuse it when the inputs are unchanged.")
-    cache_dir: str = Field(
-        "~/.cache/tunesmith/data", description="Where tokenized data is cached, keyed by a hash of the data files' "
-        "contents, template, tokenizer, max_length and masking options."
+    cache_dir: str | None = Field(
+        None, description="Where tokenized data is cached, keyed by a hash of the data files' contents, template, "
+        "tokenizer, max_length, masking options and tunesmith's encoding code; null: the data folder of "
+        "tunesmith's cache ($XDG_CACHE_HOME/tunesmith/data, else ~/.cache/tunesmith/data)."
     )
 
     @field_validator("datasets", mode="before")

@@ -8,6 +8,7 @@ its presence means the folder is complete. Files are numpy archives read with al
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ MANIFEST = "manifest.json"
 # Options that change which records exist or how they become tokens; the rest (split, packing,
 # processes, cache location) act after the cache and must not invalidate it.
 _KEYED_DATA_OPTIONS = ("max_length", "vars", "max_samples", "train_on_prompt", "mask_history")
+ENCODING_CODE = ("data", "train/stages")  # folders of the package whose source decides the tokens
 
 
 def cache_key(data, specs, record_kind: str, fingerprint: str) -> str:
@@ -35,9 +37,22 @@ def cache_key(data, specs, record_kind: str, fingerprint: str) -> str:
         for spec in specs
     ]
     options = {name: getattr(data, name) for name in _KEYED_DATA_OPTIONS}
-    parts = {"version": FORMAT_VERSION, "encoder": fingerprint, "kind": record_kind, "datasets": datasets,
-             "options": options}
+    parts = {"version": FORMAT_VERSION, "code": encoding_code_version(), "encoder": fingerprint, "kind": record_kind,
+             "datasets": datasets, "options": options}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@functools.cache
+def encoding_code_version() -> str:
+    """A digest of the source of tunesmith's code that turns records into tokens (the data package, its
+    templates, the stages' encoders), so that a change in how records are encoded never reads an old cache."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for folder in ENCODING_CODE:
+        for path in sorted((package / folder).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".jinja", ".json", ".yaml"):
+                digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def encoder_fingerprint(template, stage_name: str) -> str:

@@ -78,6 +78,7 @@ def prepare_data(data: DataConfig, encode_many, record_kind: str, seed: int,
 
     With a `fingerprint` of the encoder (cache.encoder_fingerprint) and data.cache on, tokens are cached.
     """
+    from tunesmith.cache_home import cache_home
     from tunesmith.data.cache import ShardCache, cache_key
     from tunesmith.data.encoding import encode_records
 
@@ -87,7 +88,8 @@ def prepare_data(data: DataConfig, encode_many, record_kind: str, seed: int,
     specs = resolve_datasets(data.datasets, data.dataset_dir)
     cache = None
     if data.cache and fingerprint:
-        folder = Path(data.cache_dir).expanduser() / cache_key(data, specs, record_kind, fingerprint)
+        root = Path(data.cache_dir).expanduser() if data.cache_dir else cache_home() / "data"
+        folder = root / cache_key(data, specs, record_kind, fingerprint)
         cache = ShardCache(folder)
     manifest = cache.manifest() if cache is not None else None
     with _collector_paused():

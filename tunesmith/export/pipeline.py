@@ -16,6 +16,7 @@ from pathlib import Path
 from tunesmith.config.schema import ExportConfig, RunConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.model.value_head import VALUE_HEAD_FILE
+from tunesmith.run_folder import read_run_config
 
 
 GGUF_DIR = "gguf"
@@ -42,7 +43,7 @@ def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = Tru
     from tunesmith.model.load import resolve_source
 
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    config = read_run_config(run_dir, named_by="--run / export.run")
     out = _destination(settings, run_dir)
     base_location = resolve_source(config.model).location
     tokenizer = _run_tokenizer(run_dir)
@@ -84,15 +85,6 @@ def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = Tru
 
 def _file_sizes(folder: Path) -> dict[str, int]:
     return {path.relative_to(folder).as_posix(): path.stat().st_size for path in folder.rglob("*") if path.is_file()}
-
-
-def read_run_config(run_dir: Path) -> RunConfig:
-    from tunesmith.config import load_config
-    from tunesmith.train.run import CONFIG_FILE
-
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise TunesmithError(f"{run_dir} is not a tunesmith run folder (no {CONFIG_FILE}); check --run / export.run")
-    return load_config(run_dir / CONFIG_FILE)
 
 
 def _destination(settings: ExportConfig, run_dir: Path) -> Path:

@@ -23,7 +23,7 @@ def load_engine(
     from tunesmith.data.template import ChatTemplate
     from tunesmith.infer.engine import HfEngine
     from tunesmith.model.load import load_model, load_tokenizer, resolve_source
-    from tunesmith.model.save import is_adapter_folder
+    from tunesmith.run_folder import ADAPTER_CONFIG, is_adapter
 
     if run:
         base, adapter_dir, tokenizer_dir = _from_run(Path(run))
@@ -35,8 +35,8 @@ def load_engine(
         template = template or base.template
     else:
         raise TunesmithError("say what to load: --run RUN_DIR, or --model PATH [--adapter PATH]")
-    if adapter_dir is not None and not is_adapter_folder(adapter_dir):
-        raise TunesmithError(f"{adapter_dir} holds no adapter (adapter_config.json); check --adapter")
+    if adapter_dir is not None and not is_adapter(adapter_dir):
+        raise TunesmithError(f"{adapter_dir} holds no adapter ({ADAPTER_CONFIG}); check --adapter")
     source = resolve_source(base)
     tokenizer = load_tokenizer(base, source) if tokenizer_dir is None else _tokenizer_from(tokenizer_dir)
     if backend == "vllm":
@@ -57,17 +57,12 @@ def load_engine(
 
 def _from_run(run_dir: Path) -> tuple[ModelConfig, Path | None, Path]:
     """The base model config, adapter folder (None for a full model) and tokenizer folder of a run."""
-    from tunesmith.config import load_config
-    from tunesmith.model.save import is_adapter_folder
-    from tunesmith.train.run import CONFIG_FILE
+    from tunesmith.run_folder import has_weights, is_adapter, read_run_config
 
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise TunesmithError(f"{run_dir} is not a tunesmith run folder (no {CONFIG_FILE}); check --run")
-    config = load_config(config_path)
-    if is_adapter_folder(run_dir):
+    config = read_run_config(run_dir)
+    if is_adapter(run_dir):
         return config.model, run_dir, run_dir
-    if (run_dir / "config.json").is_file():
+    if has_weights(run_dir):
         return config.model.model_copy(update={"path": str(run_dir), "gguf_file": None}), None, run_dir
     raise TunesmithError(f"{run_dir} holds no trained weights yet; did the run finish?")
 

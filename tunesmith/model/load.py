@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.config.schema import ModelConfig
+from tunesmith.cache_home import cache_home
 from tunesmith.errors import TunesmithError
 
 PACKAGE_PREFIX = "pkg:"
-CACHE_DIR = Path.home() / ".cache" / "tunesmith"
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _gguf_file(path: Path, gguf_file: str | None) -> Path | None:
 def _converted_gguf(gguf: Path, trust_remote_code: bool) -> Path:
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = CACHE_DIR / "gguf" / f"{gguf.stem}-{key}"
+    target = cache_home() / "gguf" / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer

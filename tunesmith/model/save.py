@@ -23,6 +23,3 @@ def save_weights(model, folder: Path, state_dict: dict | None = None) -> None:
     frozen weights, which an adapter does not save)."""
     model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
 
-
-def is_adapter_folder(folder: Path) -> bool:
-    return (Path(folder) / "adapter_config.json").is_file()

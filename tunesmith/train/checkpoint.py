@@ -22,15 +22,14 @@ import torch
 from tunesmith.errors import TunesmithError
 from tunesmith.model.save import save_weights
 from tunesmith.model.value_head import ValueHeadModel
+from tunesmith.run_folder import ADAPTER_WEIGHTS, CHECKPOINT_PREFIX
 from tunesmith.train.rng import get_rng_state, set_rng_state
 
-CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng_state.pt"
 SCALER_FILE = "scaler.pt"  # fp16 loss scale, present only in fp16 runs
-ADAPTER_FILE = "adapter_model.safetensors"
 ENGINE_FOLDER = "deepspeed"  # DeepSpeed's checkpoint tag: its sharded model and optimizer states
 
 
@@ -183,10 +182,10 @@ def load_weights(model, folder: Path) -> None:
         load_weights(model.backbone, folder)
         model.load_head(folder)
         return
-    if (folder / ADAPTER_FILE).is_file():
+    if (folder / ADAPTER_WEIGHTS).is_file():
         from peft import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(model, load_file(folder / ADAPTER_FILE))
+        result = set_peft_model_state_dict(model, load_file(folder / ADAPTER_WEIGHTS))
         problems = list(getattr(result, "unexpected_keys", []))
     else:
         loaded: set[str] = set()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunesmith.train.metrics import read_metrics
-
-PLOT_FILE = "loss.png"
+from tunesmith.run_folder import PLOT_FILE, read_metrics
 
 
 def plot_loss(run_dir: Path) -> Path | None:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from tunesmith.config import RunConfig, dump_config
 from tunesmith.errors import TunesmithError
-
-CONFIG_FILE = "config.yaml"
+from tunesmith.run_folder import CONFIG_FILE
 
 
 def train(config: RunConfig) -> Path:
@@ -23,6 +22,7 @@ def train(config: RunConfig) -> Path:
     from tunesmith.model.load import load_model, load_tokenizer, resolve_source
     from tunesmith.model.methods import apply_method, count_parameters
     from tunesmith.model.save import save_trained
+    from tunesmith.run_card import write_run_card
     from tunesmith.train.batches import BatchStream
     from tunesmith.train.checkpoint import find_resume_checkpoint
     from tunesmith.train.plot import plot_loss
@@ -63,6 +63,7 @@ def train(config: RunConfig) -> Path:
     if accelerator.is_main_process:
         save_trained(accelerator.unwrap_model(trainer.model), tokenizer, template.source, run_dir, weights)
         plot_loss(run_dir)
+        write_run_card(run_dir, config)
         accelerator.print(f"run saved in {run_dir}")
     # The process group is closed before the processes exit: left open, gloo's and DeepSpeed's threads can
     # outlive the interpreter's teardown and abort a finished run.

@@ -14,31 +14,20 @@ from pathlib import Path
 from tunesmith.errors import TunesmithError
 from tunesmith.webui.context import WebuiContext
 from tunesmith.webui.jobs import Job, tunesmith_argv
-from tunesmith.webui.runs import RUN_CONFIG
+from tunesmith.run_folder import config_path, is_adapter, is_run_folder
 
 UI_SET_EVAL_FIELDS = ("run", "adapter", "out")  # set from the checkpoint picker and the runs folder, not typed
 UI_SET_EXPORT_FIELDS = ("run",)  # the run is the one picked in the top bar
 BENCHMARKS = ("mmlu", "ceval", "cmmlu")
 
 
-def has_command(name: str) -> bool:
-    from tunesmith.cli import COMMANDS
-
-    return name in COMMANDS
-
-
-def _require(name: str) -> None:
-    if not has_command(name):
-        raise TunesmithError(f"this tunesmith has no `tunesmith {name}` command yet; update tunesmith")
-
-
 def _model_args(ctx: WebuiContext, model: str | None, checkpoint: str | None) -> list[str]:
     """--run for a run folder, --model [--adapter] otherwise."""
     if checkpoint:
         chosen = ctx.guard.existing(checkpoint, "checkpoint", "dir")
-        if (chosen / RUN_CONFIG).is_file():
+        if is_run_folder(chosen):
             return ["--run", str(chosen)]
-        if (chosen / "adapter_config.json").is_file():
+        if is_adapter(chosen):
             return ["--model", ctx.guard.model(model), "--adapter", str(chosen)]
         return ["--model", str(chosen)]
     if not model:
@@ -66,7 +55,6 @@ def eval_argv(ctx: WebuiContext, model_args: list[str], options: dict, dataset_d
 
 def start_eval(ctx: WebuiContext, model: str | None, checkpoint: str | None, options: dict,
                dataset_dir: str | None, datasets: list[str]) -> Job:
-    _require("eval")
     if not options.get("task"):
         raise TunesmithError("pick a task to evaluate")
     out = ctx.runs_dir / "eval" / f"{options['task']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -79,14 +67,13 @@ def start_export(ctx: WebuiContext, checkpoint: str | None, options: dict) -> Jo
     """Write the run's config with the page's export group beside the runs and run `tunesmith export` on it."""
     from tunesmith.config import dump_config, load_config, validate_config
 
-    _require("export")
     if not checkpoint:
         raise TunesmithError("pick a trained run in the checkpoint picker to export")
     run = ctx.guard.existing(checkpoint, "checkpoint", "dir")
-    if not (run / RUN_CONFIG).is_file():
+    if not is_run_folder(run):
         raise TunesmithError(f"{run} is not a run folder; export takes a whole run, pick one without /checkpoint-N")
     out = ctx.guard.writable(options.get("out"), "export folder")
-    raw = load_config(run / RUN_CONFIG).model_dump(mode="json")
+    raw = load_config(config_path(run)).model_dump(mode="json")
     raw["export"] = {**options, "run": str(run), "out": str(out)}
     config = validate_config(raw, source="export settings")
     config_path = ctx.runs_dir / "exports" / f"{run.name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"

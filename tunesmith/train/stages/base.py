@@ -18,6 +18,7 @@ from tunesmith.train.losses import cross_entropy_sum
 class Stage:
     name = ""
     record_kind = "conversation"  # what data/formats should produce: conversation | text | preference | kto
+    reports_perplexity = False  # only where the loss is a mean per-token cross entropy
 
     def __init__(self, config=None):
         self.config = config  # the run's StageConfig (knobs such as beta); None for stages without any
@@ -56,6 +57,8 @@ class Stage:
 class TokenStage(Stage):
     """Stages trained by next-token cross entropy on labelled tokens (pt, sft). Their tokenization batches
     well, so they implement `encode_many`, and one record is a batch of one."""
+
+    reports_perplexity = True
 
     def encode(self, record, template, data):
         return self.encode_many([record], template, data)[0]

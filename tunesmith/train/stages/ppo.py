@@ -152,16 +152,13 @@ class PolicyWithCritic(ValueHeadModel):
 
 def load_reward_scorer(folder: Path, policy_tokenizer, device) -> rollouts.Scorer:
     """The rm run in `folder` as a frozen scorer, with the tokenizer and template it was trained with."""
-    from tunesmith.config import load_config
     from tunesmith.data.template import ChatTemplate
     from transformers import AutoTokenizer
 
     from tunesmith.model.value_head import load_scorer
-    from tunesmith.train.run import CONFIG_FILE
+    from tunesmith.run_folder import read_run_config
 
-    if not (folder / CONFIG_FILE).is_file():
-        raise TunesmithError(f"stage.ppo.reward_model: {folder} is not a finished tunesmith rm run folder")
-    rm_config = load_config(folder / CONFIG_FILE)
+    rm_config = read_run_config(folder, named_by="stage.ppo.reward_model")
     if rm_config.stage.kind != "rm":
         raise TunesmithError(f"stage.ppo.reward_model: {folder} is a {rm_config.stage.kind} run, not an rm run")
     tokenizer = AutoTokenizer.from_pretrained(str(folder))  # saved by the rm run, with its chat template
