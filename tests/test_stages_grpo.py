@@ -94,6 +94,7 @@ def test_no_reference_model_when_beta_is_zero(tiny_model_dir, tmp_path):
 
     records = [Conversation([user(f"What is {i} + 1?"), assistant(f"#### {i + 1}")]) for i in range(4)]
     for beta, has_reference in ((0.0, False), (0.1, True)):
+        (tmp_path / str(beta)).mkdir()
         stage, *_ = build(tiny_model_dir, tmp_path / str(beta), records,
                           {"kind": "grpo", "grpo": {"num_generations": 2, "beta": beta}})
         assert (stage.reference is not None) == has_reference
