@@ -68,3 +68,20 @@ def test_loss_is_the_token_weighted_mean_of_per_sample_losses(tiny_model_dir, id
     assert results["tokens"] == tokens and results["samples"] == 5
     assert abs(results["loss"] - total / tokens) < 1e-4
     assert abs(results["perplexity"] - torch.exp(torch.tensor(total / tokens)).item()) < 1e-2
+
+
+def test_predict_scores_replies_with_reward_functions(talkative_dir, identity_dir, tmp_path):
+    (tmp_path / "chars.py").write_text("def chars(prompts, completions, **columns):\n"
+                                       "    return [float(len(text)) for text in completions]\n")
+    out = tmp_path / "predict.json"
+    argv = ["eval", "--model", str(talkative_dir), "--task", "predict", "--data", str(identity_dir),
+            "--dataset", "identity", "--max-samples", "3", "--max-new-tokens", "6", "--out", str(out),
+            "--reward", "accuracy", "--reward", f"{tmp_path}/chars.py:chars"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (tmp_path / PREDICTIONS_FILE).read_text().splitlines()]
+    metrics = json.loads(out.read_text())["metrics"]
+    from tunesmith.train.rewards.builtin import accuracy
+
+    replies, labels = [row["predict"] for row in rows], [row["label"] for row in rows]
+    assert metrics["reward/accuracy"] == pytest.approx(sum(accuracy(None, replies, labels)) / 3)
+    assert metrics[f"reward/{tmp_path}/chars.py:chars"] == pytest.approx(sum(map(len, replies)) / 3)

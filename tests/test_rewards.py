@@ -127,3 +127,17 @@ def test_a_reward_that_cannot_be_found_is_a_clear_error(tmp_path, spec, message)
 def test_weights_must_match_functions():
     with pytest.raises(ValueError, match="2 weights for 1 reward_funcs"):
         GrpoConfig(reward_funcs=["accuracy"], reward_weights=[1.0, 2.0])
+
+
+def test_reading_a_config_never_runs_its_reward_code(tmp_path):
+    """chat, export, eval and the web UI read a run folder's config.yaml: naming a reward file there runs nothing."""
+    from tunesmith.config import dump_config, load_config
+    from tunesmith.config.load import validate_config
+
+    marker = tmp_path / "ran"
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\ndef f(p, c, **k):\n    return [0.0]\n")
+    raw = {"model": {"path": "m"}, "data": {"datasets": ["d"]}, "train": {"batch_size": 8},
+           "stage": {"kind": "grpo", "grpo": {"reward_funcs": [f"{tmp_path}/evil.py:f"]}}}
+    (tmp_path / "config.yaml").write_text(dump_config(validate_config(raw)))
+    assert load_config(tmp_path / "config.yaml").stage.grpo.reward_funcs == [f"{tmp_path}/evil.py:f"]
+    assert not marker.exists()

@@ -57,6 +57,9 @@ def test_grpo_logs_rewards_lengths_kl_and_samples(tiny_model_dir, gsm8k_dir, tmp
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert [sample["step"] for sample in samples] == [1, 1, 2, 2]
     assert (run_dir / "adapter_config.json").is_file()
+    from PIL import Image
+
+    assert Image.open(run_dir / "loss.png").size == (1400, 400)  # loss and reward panels side by side
 
 
 def test_grpo_resumed_from_a_checkpoint_matches_an_uninterrupted_run(tiny_model_dir, gsm8k_dir, tmp_path):

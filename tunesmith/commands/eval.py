@@ -6,7 +6,7 @@ from tunesmith.commands.options import add_model_arguments
 
 # Flags that set the field of the eval config group with the same name.
 EVAL_FLAGS = ("task", "shots", "split", "lang", "out", "batch_size", "max_samples", "seed", "max_new_tokens",
-              "temperature", "adapter", "run")
+              "temperature", "adapter", "run", "rewards")
 
 
 def register(subparsers) -> None:
@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, help="seed (default 42)")
     parser.add_argument("--max-new-tokens", type=int, help="predict: longest reply (default 128)")
     parser.add_argument("--temperature", type=float, help="predict: 0 (default) decodes greedily")
+    parser.add_argument("--reward", action="append", dest="rewards", metavar="NAME",
+                        help="predict: also score replies with this reward (accuracy, format, length, or "
+                        "path/to/file.py:function, which runs that file's code); repeatable")
     parser.set_defaults(handler=run)
 
 

@@ -343,6 +343,11 @@ class EvalConfig(Group):
     )
     max_new_tokens: int = Field(128, ge=1, description="predict: longest reply generated.")
     temperature: float = Field(0.0, ge=0, description="predict: sampling temperature; 0 decodes greedily.")
+    rewards: list[str] = Field(
+        default_factory=list, description="predict: also score each reply with these reward functions, named as "
+        "in stage.grpo.reward_funcs (accuracy, format, length, or 'path/to/file.py:function', which runs that "
+        "file's code); each one's mean is reported as reward/NAME."
+    )
 
     @model_validator(mode="after")
     def _check_benchmark_dir(self) -> "EvalConfig":
