@@ -28,12 +28,12 @@ def gsm8k_dir(tmp_path):
     return folder
 
 
-def grpo_config(model_dir, data_dir, out_dir, grpo=None, data=None, **train):
+def grpo_config(model_dir, data_dir, out_dir, grpo=None, data=None, method=None, **train):
     settings = {"num_generations": 2, "max_new_tokens": 5, "reward_funcs": ["accuracy", "format", "length"],
                 "overlong_buffer": 2, **(grpo or {})}
     return tiny_run_config(model_dir, data_dir, out_dir, stage={"kind": "grpo", "grpo": settings},
                            data={"datasets": ["gsm8k"], "cache": False, **(data or {})},
-                           train={"max_steps": 2, "batch_size": 4, **train})
+                           train={"max_steps": 2, "batch_size": 4, **train}, **({"method": method} if method else {}))
 
 
 def run(raw):
@@ -153,3 +153,22 @@ def test_a_failing_reward_stops_the_first_step_with_nothing_half_written(tiny_mo
         run(raw)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml"]
     shutil.rmtree(tmp_path / "run")
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tiny_model_dir, gsm8k_dir, tmp_path):
+    """Each process samples its own prompts' completions, from streams seeded by (seed, step, prompt index,
+    generation): the same completions as one process; advantages, the dapo token normaliser and the logged
+    statistics are taken over both processes' rows."""
+    from test_distributed import assert_same_weights, train_process
+
+    one = grpo_config(tiny_model_dir, gsm8k_dir, tmp_path / "one", grpo={"num_iterations": 2, "beta": 0.04},
+                      method={"kind": "full"}, batch_size=8, max_steps=2, lr=1e-4)
+    expected = train_process(tmp_path, one)
+    two = {**one, "train": {**one["train"], "batch_size": 4, "output_dir": str(tmp_path / "two")}}
+    records = train_process(tmp_path, two, "dist.nproc_per_node=2")
+    assert [r["step"] for r in records] == [r["step"] for r in expected] == [1, 2]
+    for record, reference in zip(records, expected):
+        for key in ("reward", "reward/format", "completion_length", "frac_reward_zero_std", "loss", "kl",
+                    "clip_ratio", "entropy"):
+            assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=2e-5), (record["step"], key)
+    assert_same_weights(tmp_path / "one", tmp_path / "two")
