@@ -64,4 +64,6 @@ def _parsing(spec: FieldSpec) -> dict:
         return {"type": type(spec.choices[0]), "choices": spec.choices}
     if spec.kind == "choices":
         return {"action": ListFlag, "allowed": tuple(map(str, spec.choices)), "nargs": "+", "metavar": "KIND"}
+    if isinstance(spec.default, list):  # a list of free-form items, e.g. eval's rewards
+        return {"action": ListFlag, "nargs": "+", "metavar": "ITEM"}
     return {}

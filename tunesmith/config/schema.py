@@ -113,12 +113,77 @@ class PpoConfig(Group):
     whiten_advantages: bool = Field(True, description="Whiten advantages (zero mean, unit std) over each batch.")
 
 
+class GrpoConfig(Group):
+    num_generations: int = Field(
+        8, ge=2, description="Completions sampled per prompt (the group size G); train.batch_size counts "
+        "completions, so it must be a multiple of G."
+    )
+    max_new_tokens: int = Field(256, ge=1, description="Longest completion; longer ones are cut (truncated).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the completions.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the completions: keep this much mass.")
+    beta: float = Field(
+        0.0, ge=0, description="Weight of the KL penalty to the reference model (the k3 estimator). 0: no KL "
+        "term, and no reference model is loaded at all."
+    )
+    epsilon: float = Field(0.2, gt=0, lt=1, description="Lower clip of the importance ratio: 1 - epsilon.")
+    epsilon_high: float | None = Field(
+        None, gt=0, description="Upper clip of the ratio, 1 + epsilon_high (DAPO's clip-higher, e.g. 0.28); "
+        "null: epsilon."
+    )
+    num_iterations: int = Field(
+        1, ge=1, description="Optimizer updates per batch of completions (mu). Above 1 the rollout's log-probs "
+        "are kept as the old policy's; at 1 the ratio is exactly 1."
+    )
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field(
+        "dapo", description="How token losses are averaged. grpo: mean per completion, then over completions "
+        "(favours short correct answers); bnpo: token mean per micro-batch; dr_grpo: sum divided by "
+        "completions x max_new_tokens (no length bias); dapo: token mean over the whole step, all processes."
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="Divide advantages (reward minus its group's mean) by the group's std, the "
+        "batch's std, or nothing (Dr. GRPO)."
+    )
+    mask_truncated_completions: bool = Field(
+        False, description="Completions cut at max_new_tokens take no part in the loss (DAPO)."
+    )
+    reward_funcs: list[str] = Field(
+        default_factory=lambda: ["accuracy"], description="Rewards, summed with reward_weights: built-ins "
+        "accuracy (final answer vs the data's answer), format (format_pattern matches), length (DAPO's soft "
+        "overlong penalty); 'path/to/file.py:function' (your own Python code, which `tunesmith train` runs); or "
+        "the folder of a finished rm run."
+    )
+    reward_weights: list[float] | None = Field(
+        None, description="One weight per reward function; null: 1 each."
+    )
+    format_pattern: str = Field(
+        r".*####\s*-?[\d,]*\.?\d+", description="The `format` reward's regex: 1 when the whole completion "
+        "matches ('.' also matches newlines). The default asks for a final '#### <number>' line."
+    )
+    overlong_buffer: int = Field(
+        32, ge=1, description="The `length` reward: completions longer than max_new_tokens - overlong_buffer "
+        "tokens are penalised linearly, down to -1 at max_new_tokens."
+    )
+    samples_per_step: int = Field(2, ge=0, description="Completions written to samples.jsonl each step.")
+
+    @model_validator(mode="after")
+    def _check_rewards(self) -> "GrpoConfig":
+        if not self.reward_funcs:
+            raise ValueError("stage.grpo.reward_funcs is empty; name at least one reward, e.g. [accuracy]")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(f"stage.grpo.reward_weights has {len(self.reward_weights)} weights for "
+                             f"{len(self.reward_funcs)} reward_funcs; give one weight per function")
+        if "length" in self.reward_funcs and self.overlong_buffer > self.max_new_tokens:
+            raise ValueError("stage.grpo.overlong_buffer is larger than max_new_tokens; make it smaller")
+        return self
+
+
 class StageConfig(Group):
-    kind: Literal["sft", "pt", "rm", "dpo", "kto", "ppo"] = Field(
+    kind: Literal["sft", "pt", "rm", "dpo", "kto", "ppo", "grpo"] = Field(
         "sft",
         description="sft: supervised fine-tuning on conversations; pt: continued pre-training on text; "
         "rm: reward model on preference pairs; dpo: direct preference optimisation (and IPO, hinge, ORPO, "
-        "SimPO); kto: KTO on desirable/undesirable examples; ppo: PPO against a reward model.",
+        "SimPO); kto: KTO on desirable/undesirable examples; ppo: PPO against a reward model; grpo: "
+        "group-relative policy optimisation with reward functions.",
     )
     beta: float = Field(0.1, gt=0, description="dpo/kto: strength of the KL anchor to the reference (SimPO: reward scale).")
     loss: Literal["sigmoid", "ipo", "hinge", "orpo", "simpo"] = Field(
@@ -134,6 +199,7 @@ class StageConfig(Group):
         "from every step."
     )
     ppo: PpoConfig = Field(default_factory=PpoConfig, description="Settings for kind: ppo.")
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="Settings for kind: grpo.")
 
     @model_validator(mode="after")
     def _check_ppo_reward_model(self) -> "StageConfig":
@@ -278,6 +344,11 @@ class EvalConfig(Group):
     )
     max_new_tokens: int = Field(128, ge=1, description="predict: longest reply generated.")
     temperature: float = Field(0.0, ge=0, description="predict: sampling temperature; 0 decodes greedily.")
+    rewards: list[str] = Field(
+        default_factory=list, description="predict: also score each reply with these reward functions, named as "
+        "in stage.grpo.reward_funcs (accuracy, format, length, or 'path/to/file.py:function', which runs that "
+        "file's code); each one's mean is reported as reward/NAME."
+    )
 
     @model_validator(mode="after")
     def _check_benchmark_dir(self) -> "EvalConfig":
@@ -361,7 +432,20 @@ class RunConfig(Group):
         if self.data.val_size >= 1 and self.data.val_size != int(self.data.val_size):
             raise ValueError("data.val_size: a count must be a whole number; use a fraction below 1 or an integer")
         _check_quantization_matches_method(self.model, self.method)
+        _check_grpo_batch(self.stage, self.train)
         return self
+
+
+def _check_grpo_batch(stage: StageConfig, train: TrainConfig) -> None:
+    """grpo: a micro-batch holds whole groups, so train.batch_size (completions) must be a multiple of G."""
+    group = stage.grpo.num_generations
+    if stage.kind != "grpo" or train.batch_size % group == 0:
+        return
+    lower, upper = train.batch_size // group * group, (train.batch_size // group + 1) * group
+    nearest = f"{lower} or {upper}" if lower else f"{upper}"
+    raise ValueError(f"train.batch_size {train.batch_size} is not a multiple of stage.grpo.num_generations "
+                     f"{group}: each micro-batch holds whole groups of completions; use train.batch_size "
+                     f"{nearest}, or change num_generations")
 
 
 def _check_quantization_matches_method(model: ModelConfig, method: MethodConfig) -> None:

@@ -54,9 +54,19 @@ def _run_task(engine, options: EvalConfig, data: DataConfig | None, stage_kind: 
         from tunesmith.eval.predict import evaluate_predictions
 
         results = evaluate_predictions(engine, load_records(data), options.batch_size, options.max_new_tokens,
-                                       options.temperature, out_dir)
+                                       options.temperature, out_dir, _rewards(options))
         return results, metrics_table(f"predict ({results['samples']} samples)", results["metrics"])
     return _loss(engine, data, stage_kind, options)
+
+
+def _rewards(options: EvalConfig) -> list:
+    """The reward functions the user named for predict (their own files' code runs here, as they asked)."""
+    if not options.rewards:
+        return []
+    from tunesmith.config.schema import GrpoConfig
+    from tunesmith.train.rewards import build_rewards
+
+    return build_rewards(GrpoConfig(reward_funcs=options.rewards), options.max_new_tokens)
 
 
 def _loss(engine, data: DataConfig, stage_kind: str, options: EvalConfig):

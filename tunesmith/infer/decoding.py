@@ -49,6 +49,7 @@ class _Row:
             budget = min(budget, max_context - len(request.prompt_ids))
         self.budget = max(1, budget)
         self.finish_reason: str | None = None
+        self.stop_token: list[int] = []  # the stop token that ended the reply, once one has
         self.outcome: DecodeResult | None = None
 
     def advance(self, token: int, stop_ids: set[int]) -> None:
@@ -56,7 +57,7 @@ class _Row:
             self.finish_reason = "cancelled"
             return
         if token in stop_ids:
-            self.finish_reason = "stop"
+            self.finish_reason, self.stop_token = "stop", [token]
             return
         piece = self.tracker.add(token)
         if piece:
@@ -72,7 +73,8 @@ class _Row:
         if rest:
             self.request.on_text(rest)
         generated = len(self.tracker.ids) + (self.finish_reason == "stop" and not self.tracker.stopped)
-        self.outcome = DecodeResult(self.tracker.text, self.finish_reason, len(self.request.prompt_ids), generated)
+        self.outcome = DecodeResult(self.tracker.text, self.finish_reason, len(self.request.prompt_ids), generated,
+                                    self.tracker.ids + self.stop_token)
         self.request.on_done(self.outcome)
 
 

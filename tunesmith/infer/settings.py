@@ -54,3 +54,4 @@ class DecodeResult:
     finish_reason: str  # "stop" (end of turn or a stop string), "length", or "cancelled"
     prompt_tokens: int
     completion_tokens: int
+    token_ids: list[int] = field(default_factory=list)  # the reply's ids, with the stop token that ended it

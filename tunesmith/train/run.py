@@ -25,6 +25,7 @@ def train(config: RunConfig) -> Path:
     from tunesmith.run_card import write_run_card
     from tunesmith.train.batches import BatchStream
     from tunesmith.train.checkpoint import find_resume_checkpoint
+    from tunesmith.train.loop import Trainer
     from tunesmith.train.plot import plot_loss
     from tunesmith.train.sinks import build_sinks
     from tunesmith.train.stages import get_stage
@@ -47,15 +48,16 @@ def train(config: RunConfig) -> Path:
                             stage.record_kind, config.train.seed,
                             fingerprint=encoder_fingerprint(template, stage.name))
     accelerator.print(data.summary())
+    stage.check(config, data)  # before the model loads: a bad reward function or setting fails in seconds
     model = apply_method(load_model(config.model, accelerator.device.type, source), config.method)
     accelerator.print(count_parameters(model))
     model = stage.prepare(model, data, config, accelerator.device)  # value head, reference model
     collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
-    stream = BatchStream(data.train, config.train.batch_size, collate, config.train.seed,
+    stream = BatchStream(data.train, stage.stream_batch_size(config.train.batch_size), collate, config.train.seed,
                          accelerator.process_index, accelerator.num_processes)
     sinks = build_sinks(config.train.report_to, run_dir, config.model_dump(mode="json")) \
         if accelerator.is_main_process else []
-    trainer = stage.make_trainer(accelerator, model, config.train, stream, data.val, run_dir, sinks)
+    trainer = Trainer(accelerator, model, stage, config.train, stream, data.val, run_dir, sinks)
     if resume_from is not None:
         trainer.resume(resume_from)
     trainer.run()

@@ -1,5 +1,8 @@
 """PPO against a reward model: sample replies to prompts, score them, then several clipped-surrogate epochs
-per rollout batch with a value head on the policy and a per-token KL penalty against the reference."""
+per rollout batch with a value head on the policy and a per-token KL penalty against the reference.
+
+On the shared loop: each step's window is one prompt batch, made into a rollout here, and trained on for
+`ppo.epochs` optimizer updates."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from tunesmith.model.reference import Reference, unwrap
 from tunesmith.model.value_head import ValueHeadModel, new_head
 from tunesmith.train.losses import ppo_policy_losses, ppo_value_losses
 from tunesmith.train.stages import ppo_rollout as rollouts
-from tunesmith.train.stages.base import Stage
+from tunesmith.train.stages.base import Stage, require_whole_policy
 
 PROMPT = "prompt"  # meta: (messages, tools) of the prompt, for the reward model to re-render
 
@@ -49,6 +52,19 @@ class PpoStage(Stage):
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "prompts": [sample.meta[PROMPT] for sample in samples]}
 
+    @property
+    def updates_per_window(self) -> int:
+        return self.config.ppo.epochs
+
+    def check(self, config, data) -> None:
+        require_whole_policy(self.name, config)
+        if config.train.grad_accum > 1:
+            raise TunesmithError("stage ppo takes one rollout batch per step and does not accumulate; set "
+                                 "train.grad_accum: 1 and raise train.batch_size for larger rollouts")
+        if data.val:
+            raise TunesmithError("stage ppo has no evaluation yet (its reward normaliser would learn from the "
+                                 "validation prompts); set data.val_size: 0")
+
     def count_units(self, batch):
         """Prompts of a prompt batch; reply tokens of a rollout."""
         if "reply_mask" in batch:
@@ -68,6 +84,20 @@ class PpoStage(Stage):
         self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device)
         self.normalizer = rollouts.RewardNormalizer(self.config.ppo.reward_norm, self.config.ppo.reward_clip)
         return PolicyWithCritic(model, new_head(model.config.hidden_size, zero=True))
+
+    def window(self, model, batches, step):
+        """The step's prompt batch as a rollout; its reward, KL and reply length are the step's stats."""
+        (batch,) = batches
+        device = next(unwrap(model).parameters()).device
+        rollout = self.rollout(model, {key: value.to(device) if torch.is_tensor(value) else value
+                                       for key, value in batch.items()}, self.accelerator)
+        return [rollout], rollout.pop("stats")
+
+    def state_dict(self) -> dict:
+        return {"reward_normalizer": self.normalizer.state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.normalizer.load(state["reward_normalizer"])
 
     @torch.no_grad()
     def rollout(self, model, batch: dict, accelerator=None) -> dict:
@@ -125,19 +155,6 @@ class PpoStage(Stage):
             "entropy": rollouts.entropy(logits.detach(), mask) * tokens,
         }
         return ((pg + ppo.value_coef * vf) * mask).sum(), metrics
-
-    def make_trainer(self, accelerator, model, train, stream, val, run_dir, sinks=None):
-        """PPO's own loop; there is no validation loss to compute, so `val` goes unused."""
-        from accelerate.utils import DistributedType
-
-        from tunesmith.train.ppo_loop import PpoTrainer
-
-        if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-            # Rollouts generate with the whole policy in every process, outside the engine's forward; ZeRO-3 and
-            # FSDP hold only a shard of each weight there, and ZeRO steps the optimizer inside backward.
-            raise TunesmithError("stage ppo runs with dist.engine=ddp only; set dist.engine=ddp (each process "
-                                 "keeps a whole copy of the policy)")
-        return PpoTrainer(accelerator, model, self, train, stream, run_dir, sinks)
 
 
 class PolicyWithCritic(ValueHeadModel):
