@@ -59,8 +59,9 @@ def train(config: RunConfig) -> Path:
     accelerator.print(plan.describe())
     model = stage.prepare(model, data, config, accelerator.device)  # value head, reference model
     collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
+    on_gpu = accelerator.device.type == "cuda"
     stream = BatchStream(data.train, config.train.batch_size, collate, config.train.seed,
-                         accelerator.process_index, accelerator.num_processes)
+                         accelerator.process_index, accelerator.num_processes, prefetch=on_gpu, pin=on_gpu)
     sinks = build_sinks(config.train.report_to, run_dir, config.model_dump(mode="json")) \
         if accelerator.is_main_process else []
     trainer = stage.make_trainer(accelerator, model, config.train, stream, data.val, run_dir, sinks)
