@@ -20,12 +20,11 @@ def train(config: RunConfig) -> Path:
     from tunesmith.data.template import ChatTemplate
     from tunesmith.dist.accelerator import make_accelerator
     from tunesmith.dist.deepspeed import full_state_dict
-    from tunesmith.model.load import load_model, load_tokenizer, resolve_source
-    from tunesmith.model.methods import apply_method, count_parameters
-    from tunesmith.model.precision import apply_device_settings, keep_trainable_in_master, training_plan
+    from tunesmith.model.load import load_tokenizer, resolve_source
     from tunesmith.model.save import save_trained
     from tunesmith.train.batches import BatchStream
     from tunesmith.train.checkpoint import find_resume_checkpoint
+    from tunesmith.train.model_setup import prepare_model
     from tunesmith.train.plot import plot_loss
     from tunesmith.train.sinks import build_sinks
     from tunesmith.train.stages import get_stage
@@ -48,15 +47,7 @@ def train(config: RunConfig) -> Path:
                             stage.record_kind, config.train.seed,
                             fingerprint=encoder_fingerprint(template, stage.name))
     accelerator.print(data.summary())
-    plan = training_plan(config, accelerator.device.type)
-    apply_device_settings(plan)
-    # One process holding the whole model loads it straight onto its device; sharding engines place it themselves.
-    device = accelerator.device if accelerator.num_processes == 1 and accelerator.device.type == "cuda" else None
-    model = apply_method(load_model(config.model, accelerator.device.type, source, plan.load_dtype, device),
-                         config.method)
-    keep_trainable_in_master(model, plan)
-    accelerator.print(count_parameters(model))
-    accelerator.print(plan.describe())
+    model = prepare_model(config, accelerator, source)
     model = stage.prepare(model, data, config, accelerator.device)  # value head, reference model
     collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
     on_gpu = accelerator.device.type == "cuda"
