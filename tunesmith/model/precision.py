@@ -104,9 +104,11 @@ def inference_dtype(dtype: str, device: DeviceCaps) -> torch.dtype:
 
 
 def keep_trainable_in_master(model, plan: PrecisionPlan) -> None:
-    """Cast every trainable parameter (LoRA, modules_to_save copies, trained layers) to the master dtype."""
+    """Cast every trainable parameter (LoRA, modules_to_save copies, trained layers) to the master dtype.
+    ZeRO-3's partitioned parameters are left alone: DeepSpeed keeps its own float32 masters of them."""
     for param in model.parameters():
-        if param.requires_grad and param.is_floating_point() and param.dtype != plan.master_dtype:
+        partitioned = hasattr(param, "ds_id")
+        if param.requires_grad and param.is_floating_point() and param.dtype != plan.master_dtype and not partitioned:
             param.data = param.data.to(plan.master_dtype)
 
 
