@@ -187,7 +187,8 @@ def run_tunesmith(case: Case, folder: Path, work: Path, accelerator, steps: int,
     trainer = Trainer(accelerator, model, stage, config.train, stream, [], work / "run")
     print(f"{case.name}\n{describe(model, training_plan(config, accelerator.device.type), trainer.optimizer)}",
           flush=True)
-    before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    # Kept in CPU memory, so the snapshot does not count in the peak VRAM.
+    before = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
     tokens, started = 0, None
     for step in range(steps):
         if step == warmup:
@@ -196,8 +197,8 @@ def run_tunesmith(case: Case, folder: Path, work: Path, accelerator, steps: int,
         tokens += trainer.train_step().input_tokens
     _sync(cuda)
     speed = tokens / (time.perf_counter() - started)
-    trainable = {name: p for name, p in trainer.model.named_parameters() if p.requires_grad}
-    stuck = [name for name, p in trainable.items() if torch.equal(p.detach(), before.get(name, p.detach() + 1))]
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    stuck = [name for name, p in trainable.items() if torch.equal(p.detach().cpu(), before[name])]
     half = [name for name, p in trainable.items() if p.dtype != torch.float32]
     moved = "ok" if not stuck and not half else f"FAIL {len(stuck)} unchanged, {len(half)} not float32"
     row = Row(case, speed, moved=moved, estimate_gib=estimate_memory(config).peak / 2**30)
