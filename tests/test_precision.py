@@ -119,3 +119,25 @@ def test_fp16_full_run_keeps_float32_grads_that_the_scaler_can_unscale():
     keep_trainable_in_master(model, plan)
     scaled_step(model)
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("method", [{"kind": "full"}, {"kind": "freeze", "freeze": {"layers": 1}},
+                                    {"kind": "lora", "lora": {"rank": 4, "modules_to_save": ["lm_head"]}}])
+def test_training_preparation_follows_the_plan(tiny_model_dir, tmp_path, method):
+    """The training command's model (train/model_setup.py) under bf16 autocast: float32 masters, bf16 frozen."""
+    from types import SimpleNamespace
+
+    from conftest import tiny_run_config
+
+    from tunesmith.config.load import validate_config
+    from tunesmith.train.model_setup import prepare_model
+
+    config = validate_config(tiny_run_config(tiny_model_dir, tmp_path, tmp_path / "run", method=method,
+                                             train={"precision": "bf16"}))
+    accelerator = SimpleNamespace(device=torch.device("cpu"), num_processes=1, print=lambda *args: None)
+    model = prepare_model(config, accelerator)
+
+    trainable = {p.dtype for p in model.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert trainable == {torch.float32}
+    assert frozen <= {torch.bfloat16} and (method["kind"] == "full") == (not frozen)
