@@ -25,7 +25,9 @@ class ModelConfig(Group):
         None, description="Name of the GGUF file inside `path` when `path` is a folder holding one."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype. auto: float32 on CPU, bfloat16 on a GPU that supports it, else float16."
+        "auto", description="Dtype of the weights that do not train (and of every weight in chat, eval and "
+        "export). auto: the compute dtype of train.precision when training; otherwise float32 on CPU, bfloat16 "
+        "on a GPU that supports it, else float16. Trainable weights are always float32 master weights."
     )
     template: str = Field(
         "auto", description="Chat template: 'auto' uses the tokenizer's own; a name picks a built-in one."
@@ -271,17 +273,28 @@ class TrainConfig(Group):
     warmup_steps: int | None = Field(
         None, ge=0, description="Warm up linearly over this many steps; when set it takes precedence over warmup_ratio."
     )
-    optimizer: Literal["adamw", "adamw_8bit"] = Field(
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = Field(
         "adamw",
         description="adamw: torch AdamW (fused kernel where the device has one); adamw_8bit: bitsandbytes 8-bit "
-        "AdamW (needs the bitsandbytes package), a quarter of the optimizer memory.",
+        "AdamW (needs the bitsandbytes package), a quarter of the optimizer memory; paged_adamw_8bit: the same "
+        "with its states in CUDA managed memory, paged out to CPU memory when the GPU runs short (GPU only).",
     )
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW beta1 and beta2.")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float | None = Field(1.0, description="Clip gradients to this global norm; null disables.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Compute precision. auto: fp32 on CPU (bf16 is emulated there), bf16 on a capable GPU."
+        "auto", description="Compute precision of the forward pass: bf16 / fp16 run it under autocast over "
+        "float32 master weights (fp16 adds a dynamic loss scaler, GPU only). auto: fp32 on CPU (bf16 is "
+        "emulated there), bf16 on a GPU that has it, fp16 on an older GPU. See model/precision.py."
+    )
+    kernels: Literal["none", "liger"] = Field(
+        "none", description="liger: Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE) for the Llama, Qwen, "
+        "Mistral and Gemma families on a GPU; needs the `liger` extra (liger-kernel)."
+    )
+    compile: bool = Field(
+        False, description="torch.compile each decoder layer: faster steps on a GPU after a compile warm-up of "
+        "a minute or so; the first steps are slow."
     )
     seed: int = Field(42, description="Seed for weights init, dropout and data order.")
     logging_steps: int = Field(1, ge=1, description="Log metrics every N optimizer steps.")

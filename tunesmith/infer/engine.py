@@ -139,19 +139,32 @@ class HfEngine(Engine):
 
     @torch.no_grad()
     def _score_ids(self, batch: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """One forward pass; the output head only at the positions that predict a continuation token, and one
+        read back to the host for the whole batch."""
         device = next(self.model.parameters()).device
         sequences = [context + continuation for context, continuation in batch]
         width = max(len(s) for s in sequences)
         ids = torch.full((len(batch), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for row, sequence in enumerate(sequences):  # right padding: positions need no adjusting
-            ids[row, :len(sequence)] = torch.tensor(sequence)
-            mask[row, :len(sequence)] = 1
-        logprobs = torch.log_softmax(self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
-        results = []
-        for row, (context, continuation) in enumerate(batch):
-            predicted = logprobs[row, len(context) - 1:len(context) + len(continuation) - 1]
-            target = torch.tensor(continuation, device=device)
-            total = predicted.gather(-1, target.unsqueeze(-1)).sum().item()
-            results.append((total, bool((predicted.argmax(-1) == target).all())))
-        return results
+        rows, positions, targets = [], [], []
+        for row, (context, continuation) in enumerate(batch):  # right padding: positions need no adjusting
+            ids[row, :len(context) + len(continuation)] = torch.tensor(context + continuation)
+            mask[row, :len(context) + len(continuation)] = 1
+            rows += [row] * len(continuation)
+            positions += range(len(context) - 1, len(context) + len(continuation) - 1)  # t predicts t + 1
+            targets += continuation
+        hidden = self.model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                          use_cache=False).last_hidden_state
+        rows_t, targets_t = torch.tensor(rows, device=device), torch.tensor(targets, device=device)
+        logprobs = torch.log_softmax(self._head(hidden[rows_t, torch.tensor(positions, device=device)]), -1)
+        token_logprobs = logprobs.gather(-1, targets_t.unsqueeze(-1)).squeeze(-1)
+        misses = (logprobs.argmax(-1) != targets_t).float()
+        totals = torch.zeros(len(batch), device=device).index_add_(0, rows_t, token_logprobs)
+        missed = torch.zeros(len(batch), device=device).index_add_(0, rows_t, misses)
+        return [(total, not miss) for total, miss in zip(*torch.stack([totals, missed]).tolist())]
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of the output head (soft-capped where the model caps them, as Gemma 2 does)."""
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits

@@ -45,13 +45,17 @@ def load_engine(
         return VllmEngine(source.location, ChatTemplate(tokenizer, template), adapter_dir, base.trust_remote_code)
     if backend != "hf":
         raise TunesmithError(f"unknown backend '{backend}'; use hf or vllm")
-    network = load_model(base, "cuda" if _cuda() else "cpu", source)
+    # Straight onto the GPU as the weights load, not through CPU memory first.
+    network = load_model(base, "cuda" if _cuda() else "cpu", source, device="cuda" if _cuda() else None)
     if adapter_dir is not None:
         from peft import PeftModel
 
+        from tunesmith.model.quantize import is_quantized
+
         network = PeftModel.from_pretrained(network, str(adapter_dir))
-    if _cuda():
-        network = network.to("cuda")
+        if not is_quantized(network.base_model.model):
+            # Folded into the weights, the adapter costs nothing per token; a quantized base keeps it apart.
+            network = network.merge_and_unload()
     return HfEngine(network, ChatTemplate(tokenizer, template))
 
 

@@ -109,31 +109,31 @@ def load_tokenizer(config: ModelConfig, source: ModelSource | None = None):
     return tokenizer
 
 
-def resolve_dtype(name: str, device_type: str):
-    import torch
+def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSource | None = None, dtype=None,
+               device=None):
+    """The model of `config` with its weights in `dtype` (default: the inference dtype for `device_type`).
 
-    if name == "auto":
-        if device_type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32  # bf16 is emulated on CPUs without AMX and runs several times slower
-    return getattr(torch, name)
-
-
-def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSource | None = None):
+    `device` (a torch device) places an unquantized model there as it loads, instead of in CPU memory first
+    and copied after; give it only where one process holds the whole model (no DeepSpeed / FSDP sharding).
+    """
     from transformers import AutoModelForCausalLM
 
+    from tunesmith.model.precision import DeviceCaps, inference_dtype
     from tunesmith.model.quantize import quantization_kwargs
 
     source = source or resolve_source(config)
     attn = "sdpa" if config.attn_implementation == "auto" else config.attn_implementation
-    dtype = resolve_dtype(config.dtype, device_type)
+    dtype = dtype or inference_dtype(config.dtype, DeviceCaps.detect(device_type))
+    placement = quantization_kwargs(config, dtype, device_type)
+    if device is not None and not placement:
+        placement = {"device_map": {"": device}}
     try:
         return AutoModelForCausalLM.from_pretrained(
             source.location,
             dtype=dtype,
             attn_implementation=attn,
             trust_remote_code=config.trust_remote_code,
-            **quantization_kwargs(config, dtype, device_type),
+            **placement,
         )
     except OSError as err:
         raise TunesmithError(f"could not load the model from {source.location}: {err}") from None

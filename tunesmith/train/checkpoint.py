@@ -23,7 +23,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.model.save import save_weights
 from tunesmith.model.value_head import ValueHeadModel
 from tunesmith.run_folder import ADAPTER_WEIGHTS, CHECKPOINT_PREFIX
-from tunesmith.train.rng import get_rng_state, set_rng_state
+from tunesmith.train.rng import get_rng_state, process_rng_state, set_rng_state
 
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 OPTIMIZER_FILE = "optimizer.pt"
@@ -34,13 +34,14 @@ ENGINE_FOLDER = "deepspeed"  # DeepSpeed's checkpoint tag: its sharded model and
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict,
-                    keep: int | None = None, scaler=None) -> Path:
-    """Everything needed to resume, under checkpoint-STEP; then only the newest `keep` checkpoints remain."""
+                    keep: int | None = None, scaler=None, rng_states: list[dict] | None = None) -> Path:
+    """Everything needed to resume, under checkpoint-STEP; then only the newest `keep` checkpoints remain.
+    `rng_states`: every process's RNG state in rank order (train/rng.py gather_rng_states); default: this one's."""
     staging = _new_staging_folder(run_dir, step)
     save_weights(model, staging)
     torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
     torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
-    torch.save(get_rng_state(), staging / RNG_FILE)
+    torch.save({"processes": rng_states or [get_rng_state()]}, staging / RNG_FILE)
     if scaler is not None:
         torch.save(scaler.state_dict(), staging / SCALER_FILE)
     return _publish(run_dir, step, staging, state, keep)
@@ -133,8 +134,9 @@ def find_resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
     return folder
 
 
-def load_checkpoint(folder: Path, model, optimizer, scheduler, scaler=None) -> dict:
-    """Restore weights, optimizer, scheduler and RNG states from `folder`; returns the loop's saved state."""
+def load_checkpoint(folder: Path, model, optimizer, scheduler, scaler=None, rank: int = 0) -> dict:
+    """Restore weights, optimizer, scheduler and process `rank`'s RNG states from `folder`; returns the loop's
+    saved state."""
     folder = Path(folder)
     if (folder / ENGINE_FOLDER).is_dir():
         raise TunesmithError(f"{folder} was written by a DeepSpeed run (its optimizer state is split over the "
@@ -142,7 +144,9 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, scaler=None) -> d
     load_weights(model, folder)
     optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, map_location="cpu", weights_only=True))
-    set_rng_state(torch.load(folder / RNG_FILE, map_location="cpu", weights_only=True))
+    rng = process_rng_state(torch.load(folder / RNG_FILE, map_location="cpu", weights_only=True), rank)
+    if rng is not None:
+        set_rng_state(rng)
     if scaler is not None and (folder / SCALER_FILE).is_file():
         scaler.load_state_dict(torch.load(folder / SCALER_FILE, map_location="cpu", weights_only=True))
     return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))

@@ -26,6 +26,7 @@ from tunesmith.train.batches import BatchStream
 from tunesmith.train.checkpoint import load_checkpoint, load_engine_checkpoint, save_checkpoint, save_engine_checkpoint
 from tunesmith.train.metrics import MetricsLog
 from tunesmith.train.optim import build_optimizer, build_scheduler, follows_eval_loss
+from tunesmith.train.rng import gather_rng_states
 
 
 @dataclass
@@ -73,7 +74,7 @@ class Trainer:
             state = load_engine_checkpoint(self.accelerator, checkpoint, self.model, self.scheduler)
         else:
             state = load_checkpoint(checkpoint, self.accelerator.unwrap_model(self.model), self.optimizer,
-                                    self.scheduler, self.accelerator.scaler)
+                                    self.scheduler, self.accelerator.scaler, rank=self.accelerator.process_index)
         self.step = state["step"]
         self.stream.position = state["stream_position"]
         self.tokens_seen = state["tokens_seen"]
@@ -215,10 +216,11 @@ class Trainer:
             save_engine_checkpoint(self.accelerator, self.run_dir, self.step, self.model, self.scheduler, state,
                                    keep=self.train_config.save_total_limit)
             return
+        rng_states = gather_rng_states()  # every process's own, collected on the main one
         if self.accelerator.is_main_process:
             save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.model),
                             self.optimizer, self.scheduler, state, keep=self.train_config.save_total_limit,
-                            scaler=self.accelerator.scaler)
+                            scaler=self.accelerator.scaler, rng_states=rng_states)
         self.accelerator.wait_for_everyone()
 
     def _due(self, every: int | None) -> bool:

@@ -19,13 +19,13 @@ def train(config: RunConfig) -> Path:
     from tunesmith.data.template import ChatTemplate
     from tunesmith.dist.accelerator import make_accelerator
     from tunesmith.dist.deepspeed import full_state_dict
-    from tunesmith.model.load import load_model, load_tokenizer, resolve_source
-    from tunesmith.model.methods import apply_method, count_parameters
+    from tunesmith.model.load import load_tokenizer, resolve_source
     from tunesmith.model.save import save_trained
     from tunesmith.run_card import write_run_card
     from tunesmith.train.batches import BatchStream
     from tunesmith.train.checkpoint import find_resume_checkpoint
     from tunesmith.train.loop import Trainer
+    from tunesmith.train.model_setup import prepare_model
     from tunesmith.train.plot import plot_loss
     from tunesmith.train.sinks import build_sinks
     from tunesmith.train.stages import get_stage
@@ -49,12 +49,12 @@ def train(config: RunConfig) -> Path:
                             fingerprint=encoder_fingerprint(template, stage.name))
     accelerator.print(data.summary())
     stage.check(config, data)  # before the model loads: a bad reward function or setting fails in seconds
-    model = apply_method(load_model(config.model, accelerator.device.type, source), config.method)
-    accelerator.print(count_parameters(model))
+    model = prepare_model(config, accelerator, source)
     model = stage.prepare(model, data, config, accelerator.device)  # value head, reference model
     collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
+    on_gpu = accelerator.device.type == "cuda"
     stream = BatchStream(data.train, stage.stream_batch_size(config.train.batch_size), collate, config.train.seed,
-                         accelerator.process_index, accelerator.num_processes)
+                         accelerator.process_index, accelerator.num_processes, prefetch=on_gpu, pin=on_gpu)
     sinks = build_sinks(config.train.report_to, run_dir, config.model_dump(mode="json")) \
         if accelerator.is_main_process else []
     trainer = Trainer(accelerator, model, stage, config.train, stream, data.val, run_dir, sinks)
