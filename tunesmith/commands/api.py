@@ -51,11 +51,11 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    engine = engine_from_args(args)
-    options = ServerOptions(
+    options = ServerOptions(  # checked before the model loads: a refused option should not wait for it
         model_name=args.served_model_name or _default_name(args), api_key=api_key, max_batch=args.max_batch,
         max_waiting=args.max_waiting, cors_origins=args.cors_origin,
     )
+    engine = engine_from_args(args)
     print(f"serving '{options.model_name}' at http://{args.host}:{args.port}/v1"
           + (" (API key required)" if api_key else " (no API key)"), flush=True)
     serve_forever(build_app(engine, options), args.host, args.port)
