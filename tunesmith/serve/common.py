@@ -78,7 +78,7 @@ def generation_settings(body, max_tokens: int | None, prompt_tokens: int, engine
     limit = max_tokens or room or UNBOUNDED_CONTEXT_LIMIT  # like OpenAI: by default, up to the context's end
     if room is not None:
         limit = min(limit, room)
-    vocabulary = len(engine.tokenizer)
+    vocabulary = len(engine.template.tokenizer)
     if body.top_k and body.top_k > vocabulary:
         raise bad_request(f"top_k is {body.top_k}; it must be at most the vocabulary size, {vocabulary}", "top_k")
     try:
