@@ -85,7 +85,7 @@ def start_export(ctx: WebuiContext, checkpoint: str | None, options: dict) -> Jo
     run = ctx.guard.existing(checkpoint, "checkpoint", "dir")
     if not (run / RUN_CONFIG).is_file():
         raise TunesmithError(f"{run} is not a run folder; export takes a whole run, pick one without /checkpoint-N")
-    out = ctx.guard.writable(options.get("out"), "export folder")
+    out = _export_folder(ctx, options.get("out"))
     raw = load_config(run / RUN_CONFIG).model_dump(mode="json")
     raw["export"] = {**options, "run": str(run), "out": str(out)}
     config = validate_config(raw, source="export settings")
@@ -93,6 +93,19 @@ def start_export(ctx: WebuiContext, checkpoint: str | None, options: dict) -> Jo
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(dump_config(config), encoding="utf-8")
     return ctx.jobs.start("export", tunesmith_argv("export", str(config_path)), output=out)
+
+
+def _export_folder(ctx: WebuiContext, typed: str | None) -> Path:
+    """The export's `out`, refused where an overwriting export would destroy something: an allowed root, or a
+    folder holding the runs, a run or a dataset."""
+    out = ctx.guard.writable(typed, "export folder")
+    if out in ctx.guard.roots or ctx.runs_dir == out or ctx.runs_dir.is_relative_to(out):
+        raise TunesmithError(f"export folder {typed} holds your work (an allowed folder or the runs); "
+                             "pick a new folder for the export, e.g. exports/my-model")
+    for marker, what in ((RUN_CONFIG, "a run folder"), ("dataset_info.json", "a dataset folder")):
+        if out.is_dir() and next(out.rglob(marker), None) is not None:
+            raise TunesmithError(f"export folder {typed} holds {what}; pick a new folder for the export")
+    return out
 
 
 def result_rows(output: Path | None) -> list[list]:
