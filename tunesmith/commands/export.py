@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", default=None, help="replace a non-empty --out folder")
     parser.add_argument("--no-ollama", dest="ollama", action="store_false", default=None,
                         help="skip the Ollama Modelfile")
+    parser.add_argument("--trust-remote-code", action="store_true", default=False,
+                        help="run Python code shipped with the run's base model (never taken from the run folder)")
     parser.set_defaults(handler=run)
 
 
@@ -37,13 +39,14 @@ def run(args) -> int:
         if args.overrides:
             raise TunesmithError("KEY=VALUE overrides need a CONFIG; with --run use the --out/--gguf/... options")
         run_dir = Path(args.run)
-        config = read_run_config(run_dir)
+        config = read_run_config(run_dir, args.trust_remote_code)
     else:
         raise TunesmithError("say what to export: tunesmith export CONFIG, or tunesmith export --run RUN_DIR --out DIR")
     flags = {"out": args.out, "gguf": args.gguf, "max_shard_size": args.max_shard_size, "dtype": args.dtype,
              "overwrite": args.overwrite, "ollama": args.ollama}
     settings = _with_flags(config.export, {key: value for key, value in flags.items() if value is not None})
-    report = export_run(run_dir, settings)
+    trust = args.trust_remote_code or (bool(args.config) and config.model.trust_remote_code)  # the user's own say
+    report = export_run(run_dir, settings, trust_remote_code=trust)
     print(report.summary())
     return 0
 

@@ -32,7 +32,8 @@ class ExportReport:
         return f"exported to {self.folder} ({steps})"
 
 
-def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = True) -> ExportReport:
+def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = True,
+               trust_remote_code: bool = False) -> ExportReport:
     from tunesmith.data.template import ChatTemplate
     from tunesmith.export.card import write_model_card
     from tunesmith.export.gguf_file import write_gguf
@@ -42,7 +43,7 @@ def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = Tru
     from tunesmith.model.load import resolve_source
 
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    config = read_run_config(run_dir, trust_remote_code)
     out = _destination(settings, run_dir)
     base_location = resolve_source(config.model).location
     tokenizer = _run_tokenizer(run_dir)
@@ -86,13 +87,18 @@ def _file_sizes(folder: Path) -> dict[str, int]:
     return {path.relative_to(folder).as_posix(): path.stat().st_size for path in folder.rglob("*") if path.is_file()}
 
 
-def read_run_config(run_dir: Path) -> RunConfig:
+def read_run_config(run_dir: Path, trust_remote_code: bool = False) -> RunConfig:
+    """The run's saved config; trust_remote_code is the caller's (see config/trust.py)."""
     from tunesmith.config import load_config
+    from tunesmith.config.trust import saved_model_config
     from tunesmith.train.run import CONFIG_FILE
 
     if not (run_dir / CONFIG_FILE).is_file():
         raise TunesmithError(f"{run_dir} is not a tunesmith run folder (no {CONFIG_FILE}); check --run / export.run")
-    return load_config(run_dir / CONFIG_FILE)
+    config = load_config(run_dir / CONFIG_FILE)
+    config.model = saved_model_config(config.model, run_dir / CONFIG_FILE, trust_remote_code,
+                                      "pass --trust-remote-code to export (or set model.trust_remote_code in CONFIG)")
+    return config
 
 
 def _destination(settings: ExportConfig, run_dir: Path) -> Path:

@@ -26,7 +26,7 @@ def load_engine(
     from tunesmith.model.save import is_adapter_folder
 
     if run:
-        base, adapter_dir, tokenizer_dir = _from_run(Path(run))
+        base, adapter_dir, tokenizer_dir = _from_run(Path(run), trust_remote_code)
         template = template or "auto"  # the run folder's tokenizer carries the template it trained with
     elif model:
         base = ModelConfig(path=model, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
@@ -55,9 +55,10 @@ def load_engine(
     return HfEngine(network, ChatTemplate(tokenizer, template))
 
 
-def _from_run(run_dir: Path) -> tuple[ModelConfig, Path | None, Path]:
+def _from_run(run_dir: Path, trust_remote_code: bool) -> tuple[ModelConfig, Path | None, Path]:
     """The base model config, adapter folder (None for a full model) and tokenizer folder of a run."""
     from tunesmith.config import load_config
+    from tunesmith.config.trust import saved_model_config
     from tunesmith.model.save import is_adapter_folder
     from tunesmith.train.run import CONFIG_FILE
 
@@ -65,6 +66,7 @@ def _from_run(run_dir: Path) -> tuple[ModelConfig, Path | None, Path]:
     if not config_path.is_file():
         raise TunesmithError(f"{run_dir} is not a tunesmith run folder (no {CONFIG_FILE}); check --run")
     config = load_config(config_path)
+    config.model = saved_model_config(config.model, config_path, trust_remote_code)
     if is_adapter_folder(run_dir):
         return config.model, run_dir, run_dir
     if (run_dir / "config.json").is_file():

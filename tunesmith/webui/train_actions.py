@@ -122,9 +122,12 @@ def _is_tunesmith_config(path: Path) -> bool:
 
 
 def load_arguments(ctx: WebuiContext, path: str) -> dict:
-    """A saved config (or a run folder's config.yaml), validated, as a plain dict for the form."""
+    """A saved config (or a run folder's config.yaml), validated, as a plain dict for the form; its
+    trust_remote_code is left off: ticking it is the user's own decision (config/trust.py)."""
     source = ctx.guard.existing(path, "arguments file", "file")
-    return validate_config(read_yaml(source), source=str(source)).model_dump(mode="json")
+    loaded = validate_config(read_yaml(source), source=str(source)).model_dump(mode="json")
+    loaded["model"]["trust_remote_code"] = False
+    return loaded
 
 
 def estimate_memory(config: RunConfig) -> str:

@@ -65,7 +65,8 @@ class PpoStage(Stage):
         template = ChatTemplate(load_tokenizer(config.model), config.model.template)
         self.stop_ids, self.pad_id = template.stop_token_ids(), template.tokenizer.pad_token_id
         self.reference = Reference(model).to(device)
-        self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device)
+        self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device,
+                                         config.model.trust_remote_code)
         self.normalizer = rollouts.RewardNormalizer(self.config.ppo.reward_norm, self.config.ppo.reward_clip)
         return PolicyWithCritic(model, new_head(model.config.hidden_size, zero=True))
 
@@ -150,9 +151,10 @@ class PolicyWithCritic(ValueHeadModel):
         return rollouts.reply_forward(self.backbone, batch, prompt_len, temperature, self.values)
 
 
-def load_reward_scorer(folder: Path, policy_tokenizer, device) -> rollouts.Scorer:
+def load_reward_scorer(folder: Path, policy_tokenizer, device, trust_remote_code: bool = False) -> rollouts.Scorer:
     """The rm run in `folder` as a frozen scorer, with the tokenizer and template it was trained with."""
     from tunesmith.config import load_config
+    from tunesmith.config.trust import saved_model_config
     from tunesmith.data.template import ChatTemplate
     from transformers import AutoTokenizer
 
@@ -167,5 +169,7 @@ def load_reward_scorer(folder: Path, policy_tokenizer, device) -> rollouts.Score
     tokenizer = AutoTokenizer.from_pretrained(str(folder))  # saved by the rm run, with its chat template
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = load_scorer(folder, rm_config.model, getattr(device, "type", str(device))).to(device)
+    base = saved_model_config(rm_config.model, folder / CONFIG_FILE, trust_remote_code,
+                              "set model.trust_remote_code in this PPO run's config")
+    model = load_scorer(folder, base, getattr(device, "type", str(device))).to(device)
     return rollouts.Scorer(model, ChatTemplate(tokenizer, "auto"), policy_tokenizer)
