@@ -74,8 +74,13 @@ def _gguf_file(path: Path, gguf_file: str | None) -> Path | None:
     return None
 
 
+def converted_gguf_folder(gguf: Path) -> Path:
+    """Where the conversion of `gguf` is cached: named after its content, not its path or time."""
+    return cache_dir() / "gguf" / f"{gguf.stem}-{_content_hash(gguf)[:16]}"
+
+
 def _converted_gguf(gguf: Path, trust_remote_code: bool) -> Path:
-    target = cache_dir() / "gguf" / f"{gguf.stem}-{_content_hash(gguf)[:16]}"
+    target = converted_gguf_folder(gguf)
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
