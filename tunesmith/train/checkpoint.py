@@ -17,13 +17,13 @@ right after it cannot leave a listed checkpoint with files the disk never got.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
 
 import torch
 
+from tunesmith.durable import fsync_folder, fsync_tree
 from tunesmith.errors import TunesmithError
 from tunesmith.model.save import save_weights
 from tunesmith.model.value_head import ValueHeadModel
@@ -108,25 +108,6 @@ def _publish(run_dir: Path, step: int, staging: Path, state: dict, keep: int | N
         for old in list_checkpoints(run_dir)[:-keep]:
             _delete(old)
     return final
-
-
-def fsync_tree(folder: Path) -> None:
-    """Flush every file and folder entry under `folder` to disk."""
-    for path in sorted(folder.rglob("*"), reverse=True):
-        if path.is_file():
-            with open(path, "rb") as file:
-                os.fsync(file.fileno())
-        else:
-            fsync_folder(path)
-    fsync_folder(folder)
-
-
-def fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _process_rng_file(rank: int) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tunesmith.errors import TunesmithError
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -37,7 +39,18 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of metrics.jsonl. A last line cut short (the run was killed mid-write) is left out; a bad
+    line before it means the file was damaged otherwise, and is an error naming the line."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise TunesmithError(f"{path}: line {number} is not a JSON record; fix or delete that line") from None
+    return records
