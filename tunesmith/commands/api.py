@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a "
                         "shared machine fewer threads than cores often decode faster")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                        help="allow browser pages from this origin (repeatable); CORS is off without it")
+                        help="allow browser pages from this origin (repeatable); CORS is off without it; "
+                        "'*' (every origin) needs an API key")
     parser.set_defaults(handler=run)
 
 
