@@ -34,6 +34,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from tunesmith.errors import TunesmithError
+    from tunesmith.infer.library_warnings import warnings_to_logging
     from tunesmith.serve.app import build_app
     from tunesmith.serve.common import ServerOptions
     from tunesmith.serve.run import is_loopback, serve_forever
@@ -56,6 +57,7 @@ def run(args) -> int:
         model_name=args.served_model_name or _default_name(args), api_key=api_key, max_batch=args.max_batch,
         max_waiting=args.max_waiting, cors_origins=args.cors_origin,
     )
+    warnings_to_logging()
     engine = engine_from_args(args)
     print(f"serving '{options.model_name}' at http://{args.host}:{args.port}/v1"
           + (" (API key required)" if api_key else " (no API key)"), flush=True)

@@ -63,11 +63,13 @@ def run(args) -> int:
 
     if importlib.util.find_spec("gradio") is None:
         raise TunesmithError("the web UI needs gradio; install it with: pip install 'tunesmith[webui]'")
+    from tunesmith.infer.library_warnings import warnings_to_logging
     from tunesmith.webui.app import launch
     from tunesmith.webui.context import WebuiContext
 
     auth = login_from(args)
     refuse_open_without_login(args.host, args.share, auth)
+    warnings_to_logging()
     ctx = WebuiContext.create(args.runs_dir, args.allowed_root)
     launch(ctx, args.host, args.port, auth, args.share)
     return 0
