@@ -10,9 +10,8 @@ import threading
 import httpx
 import pytest
 
-from conftest import build_tiny_model
+from test_api import engine  # noqa: F401 - the module's tiny engine fixture, shared rather than copied
 from tunesmith.errors import TunesmithError
-from tunesmith.infer.loader import load_engine
 from tunesmith.infer.settings import DecodeRequest, GenerationSettings
 from tunesmith.serve.app import build_app
 from tunesmith.serve.common import ServerOptions
@@ -35,13 +34,7 @@ BAD_FIELDS = [
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory, smollm2_dir):
-    folder = build_tiny_model(tmp_path_factory.mktemp("hardened"), smollm2_dir, initializer_range=0.5)
-    return load_engine(str(folder))
-
-
-@pytest.fixture(scope="module")
-def server(engine):
+def server(engine):  # test_api's tiny engine, with a batch wide enough for four streams and a newcomer
     app = build_app(engine, ServerOptions(model_name="tiny", api_key=KEY, max_batch=8))
     with BackgroundServer(app) as url:
         yield app, url
