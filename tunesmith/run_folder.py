@@ -31,13 +31,19 @@ def is_run_folder(folder: Path) -> bool:
     return config_path(folder).is_file()
 
 
-def read_run_config(run_dir: Path, named_by: str = "--run"):
-    """The RunConfig saved in `run_dir`; `named_by` is the option the user named the folder with."""
+def read_run_config(run_dir: Path, named_by: str = "--run", trust_remote_code: bool = False,
+                    how: str = "pass --trust-remote-code"):
+    """The RunConfig saved in `run_dir`; `named_by` is the option the user named the folder with. Its
+    model.trust_remote_code is the caller's `trust_remote_code`, never the saved file's (config/trust.py);
+    `how` tells the user how to give it when the folder needs it."""
     from tunesmith.config import load_config
+    from tunesmith.config.trust import saved_model_config
 
     if not is_run_folder(run_dir):
         raise TunesmithError(f"{run_dir} is not a tunesmith run folder (no {CONFIG_FILE}); check {named_by}")
-    return load_config(config_path(run_dir))
+    config = load_config(config_path(run_dir))
+    config.model = saved_model_config(config.model, config_path(run_dir), trust_remote_code, how)
+    return config
 
 
 def is_adapter(folder: Path) -> bool:
@@ -57,11 +63,22 @@ def checkpoint_step(folder: Path) -> int | None:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Every record of the run's metrics log, in order; none when nothing was logged yet."""
+    """Every record of the run's metrics log, in order; none when nothing was logged yet. A last line cut
+    short (the run was killed mid-write) is left out; a bad line before it means the file was damaged
+    otherwise, and is an error naming the line."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise TunesmithError(f"{path}: line {number} is not a JSON record; fix or delete that line") from None
+    return records
 
 
 def final_metrics(run_dir: Path) -> dict:

@@ -27,7 +27,7 @@ def run(args) -> int:
     from tunesmith.eval.run import run_eval
 
     options, model, data, stage = _from_config(args) if args.config else _from_flags(args)
-    run_eval(options, model, data, stage)
+    run_eval(options, model, data, stage, args.trust_remote_code)  # a run folder never grants it itself
     return 0
 
 

@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     parser.add_argument("config", nargs="?", help="YAML config whose `export` group (and train.output_dir) say "
                         "what to export; or use --run")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. export.gguf=q8_0")
+    parser.add_argument("--trust-remote-code", action="store_true", default=False,
+                        help="run Python code shipped with the run's base model (never taken from the run folder)")
     parser.set_defaults(handler=run, export_flags=add_group_flags(parser, ExportConfig))
 
 
@@ -25,7 +27,8 @@ def run(args) -> int:
 
     from tunesmith.config import load_config
     from tunesmith.errors import TunesmithError
-    from tunesmith.export.pipeline import export_run, read_run_config
+    from tunesmith.export.pipeline import export_run
+    from tunesmith.run_folder import read_run_config
 
     if args.config:
         config = load_config(args.config, args.overrides)
@@ -34,12 +37,14 @@ def run(args) -> int:
         if args.overrides:
             raise TunesmithError("KEY=VALUE overrides need a CONFIG; with --run use the --out/--gguf/... options")
         run_dir = Path(args.run)
-        config = read_run_config(run_dir)
+        config = read_run_config(run_dir, named_by="--run", trust_remote_code=args.trust_remote_code,
+                                 how="pass --trust-remote-code to export")
     else:
         raise TunesmithError("say what to export: tunesmith export CONFIG, or tunesmith export --run RUN_DIR --out DIR")
     flags = {key: value for key, value in flag_values(args, args.export_flags).items() if key != "run"}
     settings = _with_flags(config.export, flags)
-    report = export_run(run_dir, settings)
+    trust = args.trust_remote_code or (bool(args.config) and config.model.trust_remote_code)  # the user's own say
+    report = export_run(run_dir, settings, trust_remote_code=trust)
     print(report.summary())
     return 0
 

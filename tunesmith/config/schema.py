@@ -5,9 +5,11 @@ The CLI, the web UI and the API all build a `RunConfig`; nothing reads settings 
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tunesmith.config.path_marker import PathField
 
 
 class Group(BaseModel):
@@ -17,11 +19,11 @@ class Group(BaseModel):
 
 
 class ModelConfig(Group):
-    path: str = Field(
+    path: Annotated[str, PathField("model")] = Field(
         description="Where the model is: a local Hugging Face folder, a hub id (when online), a .gguf file, "
         "or 'pkg:PACKAGE' for a folder shipped inside an installed Python package."
     )
-    gguf_file: str | None = Field(
+    gguf_file: Annotated[str | None, PathField("name")] = Field(
         None, description="Name of the GGUF file inside `path` when `path` is a folder holding one."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -29,7 +31,7 @@ class ModelConfig(Group):
         "export). auto: the compute dtype of train.precision when training; otherwise float32 on CPU, bfloat16 "
         "on a GPU that supports it, else float16. Trainable weights are always float32 master weights."
     )
-    template: str = Field(
+    template: Annotated[str, PathField("name")] = Field(
         "auto", description="Chat template: 'auto' uses the tokenizer's own; a name picks a built-in one."
     )
     trust_remote_code: bool = Field(
@@ -95,7 +97,7 @@ class MethodConfig(Group):
 
 
 class PpoConfig(Group):
-    reward_model: str | None = Field(
+    reward_model: Annotated[str | None, PathField("read")] = Field(
         None, description="Run folder of a finished `stage.kind: rm` run (weights or adapter + value_head.safetensors)."
     )
     max_new_tokens: int = Field(64, ge=1, description="Longest reply generated per prompt in a rollout.")
@@ -211,11 +213,11 @@ class StageConfig(Group):
 
 
 class DataConfig(Group):
-    datasets: list[str] = Field(
+    datasets: Annotated[list[str], PathField("datasets")] = Field(
         description="Dataset names from dataset_info.json in `dataset_dir` (or file paths). A comma-separated "
         "string is accepted."
     )
-    dataset_dir: str = Field("data", description="Folder holding dataset_info.json and the data files.")
+    dataset_dir: Annotated[str, PathField("read")] = Field("data", description="Folder holding dataset_info.json and the data files.")
     max_length: int = Field(1024, ge=8, description="Longest tokenized sample; longer ones are truncated.")
     vars: dict[str, str] = Field(
         default_factory=dict, description="Values for {{name}}-style placeholders in the data (e.g. name, author)."
@@ -234,7 +236,7 @@ class DataConfig(Group):
     )
     num_proc: int = Field(1, ge=1, description="Processes that tokenize the data in parallel.")
     cache: bool = Field(True, description="Keep tokenized data on disk and reuse it when the inputs are unchanged.")
-    cache_dir: str | None = Field(
+    cache_dir: Annotated[str | None, PathField("write")] = Field(
         None, description="Where tokenized data is cached, keyed by a hash of the data files' contents, template, "
         "tokenizer, max_length, masking options and tunesmith's encoding code; null: the data folder of "
         "tunesmith's cache ($XDG_CACHE_HOME/tunesmith/data, else ~/.cache/tunesmith/data)."
@@ -261,7 +263,7 @@ SchedulerName = Literal[
 
 
 class TrainConfig(Group):
-    output_dir: str = Field("runs/latest", description="Run folder: config, metrics, plots, weights, checkpoints.")
+    output_dir: Annotated[str, PathField("write")] = Field("runs/latest", description="Run folder: config, metrics, plots, weights, checkpoints.")
     overwrite: bool = Field(False, description="Replace an earlier run in output_dir instead of refusing to start.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
@@ -305,7 +307,7 @@ class TrainConfig(Group):
     save_total_limit: int | None = Field(
         None, ge=1, description="Keep only the newest N checkpoints (older ones are deleted); null keeps all."
     )
-    resume: str | None = Field(
+    resume: Annotated[str | None, PathField("read", words=("auto",))] = Field(
         None,
         description="Continue a run: 'auto' picks the newest complete checkpoint in output_dir (or starts fresh "
         "when there is none); a path picks that checkpoint folder.",
@@ -332,7 +334,7 @@ class EvalConfig(Group):
         "data group's prompts and score BLEU / ROUGE; loss: validation loss on the data group, with perplexity "
         "for pt / sft and the stage's own metrics otherwise."
     )
-    benchmark_dir: str | None = Field(
+    benchmark_dir: Annotated[str | None, PathField("read")] = Field(
         None, description="Benchmark folder for mmlu / ceval / cmmlu (dev/val/test CSV files per subject)."
     )
     split: Literal["auto", "test", "val", "dev"] = Field(
@@ -347,12 +349,12 @@ class EvalConfig(Group):
         None, ge=1, description="Score at most this many questions per subject (benchmarks) or samples (predict, loss)."
     )
     seed: int = Field(42, description="Seed for sampling (predict with temperature > 0) and anything random.")
-    out: str | None = Field(
+    out: Annotated[str | None, PathField("write")] = Field(
         None, description="Results JSON file; a table (.txt) and predictions go beside it. Default: "
         "RUN/eval/TASK.json for a run, else eval/TASK.json."
     )
-    adapter: str | None = Field(None, description="LoRA adapter folder to apply on model.path.")
-    run: str | None = Field(
+    adapter: Annotated[str | None, PathField("read")] = Field(None, description="LoRA adapter folder to apply on model.path.")
+    run: Annotated[str | None, PathField("read")] = Field(
         None, description="Evaluate what this run folder trained (with its template) instead of model.path."
     )
     max_new_tokens: int = Field(128, ge=1, description="predict: longest reply generated.")
@@ -374,8 +376,8 @@ GgufKind = Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]
 
 
 class ExportConfig(Group):
-    run: str | None = Field(None, description="Run folder to export. Default: train.output_dir of this config.")
-    out: str | None = Field(None, description="Folder the export is written to; required to export.")
+    run: Annotated[str | None, PathField("read")] = Field(None, description="Run folder to export. Default: train.output_dir of this config.")
+    out: Annotated[str | None, PathField("write")] = Field(None, description="Folder the export is written to; required to export.")
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Dtype of the merged safetensors weights. auto: the dtype the base model was saved in."
     )
@@ -402,7 +404,7 @@ class DeepSpeedConfig(Group):
     stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage: 1 shards optimizer states, 2 also gradients, 3 also weights.")
     offload_optimizer: bool = Field(False, description="Keep optimizer states in CPU memory (ZeRO 1-3).")
     offload_params: bool = Field(False, description="Keep weights in CPU memory (ZeRO 3 only).")
-    config_file: str | None = Field(
+    config_file: Annotated[str | None, PathField("read")] = Field(
         None, description="Your own DeepSpeed JSON; used as is instead of one generated from the settings above."
     )
 

@@ -33,7 +33,8 @@ class ExportReport:
         return f"exported to {self.folder} ({steps})"
 
 
-def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = True) -> ExportReport:
+def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = True,
+               trust_remote_code: bool = False) -> ExportReport:
     from tunesmith.data.template import ChatTemplate
     from tunesmith.export.card import write_model_card
     from tunesmith.export.gguf_file import write_gguf
@@ -43,7 +44,8 @@ def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = Tru
     from tunesmith.model.load import resolve_source
 
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir, named_by="--run / export.run")
+    config = read_run_config(run_dir, named_by="--run / export.run", trust_remote_code=trust_remote_code,
+                             how="pass --trust-remote-code to export (or set model.trust_remote_code in CONFIG)")
     out = _destination(settings, run_dir)
     base_location = resolve_source(config.model).location
     tokenizer = _run_tokenizer(run_dir)

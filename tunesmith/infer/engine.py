@@ -36,9 +36,11 @@ class Engine:
         self.tokenizer = template.tokenizer
         self.max_context = max_context
 
-    def run_batch(self, requests: list[DecodeRequest], admit=None, max_rows: int = 0) -> list[DecodeResult]:
+    def run_batch(self, requests: list[DecodeRequest], admit=None,
+                  max_rows: int = 0) -> list[DecodeResult | Exception]:
         """Decode the requests together; `admit(room)`, where the backend can, supplies more to join
-        between steps while fewer than `max_rows` run."""
+        between steps while fewer than `max_rows` run. A request that fails alone has its exception as its
+        outcome, so the others still get theirs."""
         raise NotImplementedError
 
     def count_tokens(self, messages: list[dict], tools: list | None = None) -> int:
@@ -66,7 +68,7 @@ class Engine:
         """Replies to several conversations, decoded together in one left-padded batch."""
         settings = settings or GenerationSettings()
         requests = [DecodeRequest(self.prompt_ids(messages), settings) for messages in conversations]
-        return [result.text for result in self.run_batch(requests)]
+        return [_raised(outcome).text for outcome in self.run_batch(requests)]
 
     def stream(self, messages: list[dict], settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yield the reply text piece by piece as it is generated. Closing the iterator stops generation."""
@@ -78,7 +80,7 @@ class Engine:
 
         def work():
             try:
-                self.run_batch([request])
+                _raised(self.run_batch([request])[0])
             except BaseException as err:  # surfaced to the caller below, not lost in the thread
                 failure.append(err)
             finally:
@@ -96,6 +98,11 @@ class Engine:
             raise failure[0]
 
 
+def _raised(outcome: DecodeResult | Exception) -> DecodeResult:
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
 
 class HfEngine(Engine):
     backend = "hf"
@@ -104,7 +111,8 @@ class HfEngine(Engine):
         super().__init__(template, getattr(model.config, "max_position_embeddings", None))
         self.model = model.eval()
 
-    def run_batch(self, requests: list[DecodeRequest], admit=None, max_rows: int = 0) -> list[DecodeResult]:
+    def run_batch(self, requests: list[DecodeRequest], admit=None,
+                  max_rows: int = 0) -> list[DecodeResult | Exception]:
         """Decode prompt ids together; each request's `on_text` receives its text as it becomes final."""
         for request in requests:
             self.check_fits(len(request.prompt_ids))

@@ -26,7 +26,7 @@ def load_engine(
     from tunesmith.run_folder import ADAPTER_CONFIG, is_adapter
 
     if run:
-        base, adapter_dir, tokenizer_dir = _from_run(Path(run))
+        base, adapter_dir, tokenizer_dir = _from_run(Path(run), trust_remote_code)
         template = template or "auto"  # the run folder's tokenizer carries the template it trained with
     elif model:
         base = ModelConfig(path=model, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
@@ -59,11 +59,11 @@ def load_engine(
     return HfEngine(network, ChatTemplate(tokenizer, template))
 
 
-def _from_run(run_dir: Path) -> tuple[ModelConfig, Path | None, Path]:
+def _from_run(run_dir: Path, trust_remote_code: bool) -> tuple[ModelConfig, Path | None, Path]:
     """The base model config, adapter folder (None for a full model) and tokenizer folder of a run."""
     from tunesmith.run_folder import has_weights, is_adapter, read_run_config
 
-    config = read_run_config(run_dir)
+    config = read_run_config(run_dir, trust_remote_code=trust_remote_code)
     if is_adapter(run_dir):
         return config.model, run_dir, run_dir
     if has_weights(run_dir):

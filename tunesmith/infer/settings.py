@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -34,6 +35,11 @@ class GenerationSettings:
                 "generation settings out of range: temperature >= 0, 0 < top_p <= 1, top_k >= 0, "
                 "repetition_penalty > 0"
             )
+        numbers = (self.temperature, self.top_p, self.repetition_penalty, self.presence_penalty, self.frequency_penalty)
+        if not all(math.isfinite(number) for number in numbers):
+            raise TunesmithError("generation settings must be finite numbers (no inf or nan)")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise TunesmithError(f"seed is {self.seed}; it must be in [0, 2^63)")
 
 
 @dataclass(eq=False)  # a request is itself, not its contents: two equal prompts are still two requests

@@ -1,7 +1,9 @@
 """Load a model and its tokenizer from a local folder, a hub id, a GGUF file or an installed package.
 
 A GGUF file is converted to a Hugging Face folder once (dequantized, safetensors) and cached, so the second
-load takes seconds instead of a full conversion.
+load takes seconds instead of a full conversion. The cache is keyed by the file's content (a file replaced in
+place, same size and time, is still told apart), and processes converting the same file at once each write
+their own staging folder: the first rename wins and the others use its result.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.config.schema import ModelConfig
-from tunesmith.cache_home import cache_home
 from tunesmith.errors import TunesmithError
+from tunesmith.user_dirs import cache_dir
 
 PACKAGE_PREFIX = "pkg:"
 
@@ -72,10 +74,13 @@ def _gguf_file(path: Path, gguf_file: str | None) -> Path | None:
     return None
 
 
+def converted_gguf_folder(gguf: Path) -> Path:
+    """Where the conversion of `gguf` is cached: named after its content, not its path or time."""
+    return cache_dir() / "gguf" / f"{gguf.stem}-{_content_hash(gguf)[:16]}"
+
+
 def _converted_gguf(gguf: Path, trust_remote_code: bool) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_home() / "gguf" / f"{gguf.stem}-{key}"
+    target = converted_gguf_folder(gguf)
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -93,10 +98,22 @@ def _converted_gguf(gguf: Path, trust_remote_code: bool) -> Path:
             del model.config.quantization_config
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        staging.rename(target)
+        try:
+            staging.rename(target)
+        except OSError:  # another process renamed its conversion into place first: the same content
+            if not (target / "config.json").is_file():
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _content_hash(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_tokenizer(config: ModelConfig, source: ModelSource | None = None):

@@ -7,7 +7,11 @@ unpickles arbitrary objects: weights are safetensors and the rest loads with `to
 A DeepSpeed run's optimizer state (and under ZeRO-3 its weights) is split over the processes, so its checkpoints
 also hold DeepSpeed's own sharded states (ENGINE_FOLDER, read back by DeepSpeed itself) and one RNG state per
 process; they resume with the same number of processes. Their weights are gathered whole, so they load without
-DeepSpeed like any other checkpoint's.
+DeepSpeed like any other checkpoint's. DeepSpeed unpickles its own states, so those checkpoints carry a signed
+manifest of their files (train/manifest.py), checked before DeepSpeed reads anything.
+
+A commit is durable: the files and the folder entries are fsynced before and after the rename, so a crash
+right after it cannot leave a listed checkpoint with files the disk never got.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from pathlib import Path
 
 import torch
 
+from tunesmith.durable import fsync_folder, fsync_tree
 from tunesmith.errors import TunesmithError
 from tunesmith.model.save import save_weights
 from tunesmith.model.value_head import ValueHeadModel
 from tunesmith.run_folder import ADAPTER_WEIGHTS, CHECKPOINT_PREFIX
+from tunesmith.train.manifest import signed, verify
 from tunesmith.train.rng import get_rng_state, process_rng_state, set_rng_state
 
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
@@ -66,7 +72,7 @@ def save_engine_checkpoint(accelerator, run_dir: Path, step: int, engine, schedu
         save_weights(accelerator.unwrap_model(engine), staging, weights)
         # The schedule steps on our side of the engine (accelerate does not hand it to DeepSpeed), alike everywhere.
         torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
-        _publish(run_dir, step, staging, state, keep)
+        _publish(run_dir, step, staging, state, keep, sign=True)
     accelerator.wait_for_everyone()
     return _final_folder(run_dir, step)
 
@@ -87,13 +93,17 @@ def _new_staging_folder(run_dir: Path, step: int) -> Path:
     return staging
 
 
-def _publish(run_dir: Path, step: int, staging: Path, state: dict, keep: int | None) -> Path:
+def _publish(run_dir: Path, step: int, staging: Path, state: dict, keep: int | None, sign: bool = False) -> Path:
     """Mark `staging` complete and rename it to checkpoint-STEP; then only the newest `keep` checkpoints remain."""
-    (staging / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2), encoding="utf-8")
+    record = {"step": step, **state}
+    (staging / STATE_FILE).write_text(json.dumps(signed(record, staging, STATE_FILE) if sign else record, indent=2),
+                                      encoding="utf-8")
+    fsync_tree(staging)
     final = _final_folder(run_dir, step)
     if final.exists():
         _delete(final)
     staging.rename(final)
+    fsync_folder(Path(run_dir))
     if keep:
         for old in list_checkpoints(run_dir)[:-keep]:
             _delete(old)
@@ -156,6 +166,7 @@ def load_engine_checkpoint(accelerator, folder: Path, engine, scheduler) -> dict
     """load_checkpoint for a DeepSpeed run; every process calls it and reads its own shard and RNG state."""
     folder = Path(folder)
     _check_engine_checkpoint(folder, accelerator.num_processes)
+    verify(json.loads((folder / STATE_FILE).read_text(encoding="utf-8")), folder, STATE_FILE)  # before any unpickling
     # The engine restores weights and optimizer (fp32 master weights, moments, loss scale) from its shards.
     engine.load_checkpoint(str(folder), tag=ENGINE_FOLDER, load_optimizer_states=True,
                            load_lr_scheduler_states=False)

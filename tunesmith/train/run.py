@@ -46,7 +46,7 @@ def train(config: RunConfig) -> Path:
     with accelerator.main_process_first():  # rank 0 tokenizes; the others then read its cache
         data = prepare_data(config.data, lambda records: stage.encode_many(records, template, config.data),
                             stage.record_kind, config.train.seed,
-                            fingerprint=encoder_fingerprint(template, stage.name))
+                            fingerprint=encoder_fingerprint(template, stage.name), vocab_size=len(tokenizer))
     accelerator.print(data.summary())
     stage.check(config, data)  # before the model loads: a bad reward function or setting fails in seconds
     model = prepare_model(config, accelerator, source)

@@ -14,7 +14,7 @@ from pathlib import Path
 from tunesmith.errors import TunesmithError
 from tunesmith.webui.context import WebuiContext
 from tunesmith.webui.jobs import Job, tunesmith_argv
-from tunesmith.run_folder import config_path, is_adapter, is_run_folder
+from tunesmith.run_folder import CONFIG_FILE, config_path, is_adapter, is_run_folder
 
 UI_SET_EVAL_FIELDS = ("run", "adapter", "out")  # set from the checkpoint picker and the runs folder, not typed
 UI_SET_EXPORT_FIELDS = ("run",)  # the run is the one picked in the top bar
@@ -72,14 +72,27 @@ def start_export(ctx: WebuiContext, checkpoint: str | None, options: dict) -> Jo
     run = ctx.guard.existing(checkpoint, "checkpoint", "dir")
     if not is_run_folder(run):
         raise TunesmithError(f"{run} is not a run folder; export takes a whole run, pick one without /checkpoint-N")
-    out = ctx.guard.writable(options.get("out"), "export folder")
+    out = _export_folder(ctx, options.get("out"))
     raw = load_config(config_path(run)).model_dump(mode="json")
     raw["export"] = {**options, "run": str(run), "out": str(out)}
     config = validate_config(raw, source="export settings")
-    config_path = ctx.runs_dir / "exports" / f"{run.name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(dump_config(config), encoding="utf-8")
-    return ctx.jobs.start("export", tunesmith_argv("export", str(config_path)), output=out)
+    export_file = ctx.runs_dir / "exports" / f"{run.name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+    export_file.parent.mkdir(parents=True, exist_ok=True)
+    export_file.write_text(dump_config(config), encoding="utf-8")
+    return ctx.jobs.start("export", tunesmith_argv("export", str(export_file)), output=out)
+
+
+def _export_folder(ctx: WebuiContext, typed: str | None) -> Path:
+    """The export's `out`, refused where an overwriting export would destroy something: an allowed root, or a
+    folder holding the runs, a run or a dataset."""
+    out = ctx.guard.writable(typed, "export folder")
+    if out in ctx.guard.roots or ctx.runs_dir == out or ctx.runs_dir.is_relative_to(out):
+        raise TunesmithError(f"export folder {typed} holds your work (an allowed folder or the runs); "
+                             "pick a new folder for the export, e.g. exports/my-model")
+    for marker, what in ((CONFIG_FILE, "a run folder"), ("dataset_info.json", "a dataset folder")):
+        if out.is_dir() and next(out.rglob(marker), None) is not None:
+            raise TunesmithError(f"export folder {typed} holds {what}; pick a new folder for the export")
+    return out
 
 
 def result_rows(output: Path | None) -> list[list]:

@@ -37,7 +37,9 @@ def build_run_config(ctx: WebuiContext, values: dict[str, Any], run_name: str) -
     if not raw.get("data", {}).get("datasets"):
         raise TunesmithError("no dataset selected; pick at least one dataset from the dataset folder")
     set_path(raw, "train.output_dir", str(run_dir_for(ctx, run_name)))
-    return validate_config(raw, source="form")
+    config = validate_config(raw, source="form")
+    ctx.guard.check_config(config.model_dump(mode="json"), RunConfig)  # every path field, defaults included
+    return config
 
 
 def dataset_names(ctx: WebuiContext, dataset_dir: str) -> list[str]:
@@ -96,15 +98,31 @@ def _refuse_if_busy(ctx: WebuiContext) -> None:
 
 
 def save_arguments(ctx: WebuiContext, config: RunConfig, path: str) -> Path:
+    """Write the config as a .yaml file inside the allowed roots, replacing only an earlier tunesmith config."""
     target = ctx.guard.writable(path, "arguments file")
+    if target.suffix not in (".yaml", ".yml"):
+        raise TunesmithError(f"arguments file {path}: save arguments as a .yaml file (e.g. my-run.yaml)")
+    if target.exists() and not _is_tunesmith_config(target):
+        raise TunesmithError(f"arguments file {path} exists and is not a tunesmith config; pick a new file name")
     target.write_text(dump_config(config), encoding="utf-8")
     return target
 
 
+def _is_tunesmith_config(path: Path) -> bool:
+    try:
+        validate_config(read_yaml(path), source=str(path))
+    except (TunesmithError, OSError, UnicodeDecodeError):
+        return False
+    return path.is_file()
+
+
 def load_arguments(ctx: WebuiContext, path: str) -> dict:
-    """A saved config (or a run folder's config.yaml), validated, as a plain dict for the form."""
+    """A saved config (or a run folder's config.yaml), validated, as a plain dict for the form; its
+    trust_remote_code is left off: ticking it is the user's own decision (config/trust.py)."""
     source = ctx.guard.existing(path, "arguments file", "file")
-    return validate_config(read_yaml(source), source=str(source)).model_dump(mode="json")
+    loaded = validate_config(read_yaml(source), source=str(source)).model_dump(mode="json")
+    loaded["model"]["trust_remote_code"] = False
+    return loaded
 
 
 def estimate_memory(config: RunConfig) -> str:

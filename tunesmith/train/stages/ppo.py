@@ -81,7 +81,8 @@ class PpoStage(Stage):
         template = ChatTemplate(load_tokenizer(config.model), config.model.template)
         self.stop_ids, self.pad_id = template.stop_token_ids(), template.tokenizer.pad_token_id
         self.reference = Reference(model).to(device)
-        self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device)
+        self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device,
+                                         config.model.trust_remote_code)
         self.normalizer = rollouts.RewardNormalizer(self.config.ppo.reward_norm, self.config.ppo.reward_clip)
         return PolicyWithCritic(model, new_head(model.config.hidden_size, zero=True))
 
@@ -167,7 +168,7 @@ class PolicyWithCritic(ValueHeadModel):
         return rollouts.reply_forward(self.backbone, batch, prompt_len, temperature, self.values)
 
 
-def load_reward_scorer(folder: Path, policy_tokenizer, device) -> rollouts.Scorer:
+def load_reward_scorer(folder: Path, policy_tokenizer, device, trust_remote_code: bool = False) -> rollouts.Scorer:
     """The rm run in `folder` as a frozen scorer, with the tokenizer and template it was trained with."""
     from tunesmith.data.template import ChatTemplate
     from transformers import AutoTokenizer
@@ -175,7 +176,8 @@ def load_reward_scorer(folder: Path, policy_tokenizer, device) -> rollouts.Score
     from tunesmith.model.value_head import load_scorer
     from tunesmith.run_folder import read_run_config
 
-    rm_config = read_run_config(folder, named_by="stage.ppo.reward_model")
+    rm_config = read_run_config(folder, named_by="stage.ppo.reward_model", trust_remote_code=trust_remote_code,
+                                how="set model.trust_remote_code in this PPO run's config")
     if rm_config.stage.kind != "rm":
         raise TunesmithError(f"stage.ppo.reward_model: {folder} is a {rm_config.stage.kind} run, not an rm run")
     tokenizer = AutoTokenizer.from_pretrained(str(folder))  # saved by the rm run, with its chat template
