@@ -16,7 +16,8 @@ def _parse(*argv):
 
 def _option(command: str, flag: str):
     subparsers = next(action for action in build_parser()._actions if action.dest == "command")
-    return next(action for action in subparsers.choices[command]._actions if flag in action.option_strings)
+    parser = subparsers.choices[command].complete()  # its schema flags are added when it first parses
+    return next(action for action in parser._actions if flag in action.option_strings)
 
 
 @pytest.mark.parametrize("spelling", [["f16", "q8_0"], ["f16,q8_0"], ["f16", "--gguf", "q8_0"]])

@@ -8,8 +8,6 @@ BASE = "base"  # in --compare: the --model itself (with its --gguf-file), untrai
 
 
 def register(subparsers) -> None:
-    from tunesmith.infer.settings import GenerationSettings
-
     parser = subparsers.add_parser("chat", help="chat with a model in the terminal")
     add_model_arguments(parser)
     parser.add_argument("--compare", nargs="+", metavar="MODEL_OR_RUN",
@@ -18,8 +16,14 @@ def register(subparsers) -> None:
                         f"./{BASE})")
     parser.add_argument("--system", help="system prompt")
     parser.add_argument("--prompt", help="answer this one message and exit")
-    sampling = add_group_flags(parser, GenerationSettings, exclude=("stop",))
-    parser.set_defaults(handler=run, sampling_flags=sampling)
+    parser.set_defaults(handler=run)
+    parser.defer(_add_sampling_flags)
+
+
+def _add_sampling_flags(parser) -> None:
+    from tunesmith.infer.settings import GenerationSettings
+
+    parser.set_defaults(sampling_flags=add_group_flags(parser, GenerationSettings, exclude=("stop",)))
 
 
 def run(args) -> int:

@@ -10,17 +10,22 @@ BENCHMARKS = ("mmlu", "ceval", "cmmlu")
 
 
 def register(subparsers) -> None:
-    from tunesmith.config.schema import DataConfig, EvalConfig
-
     parser = subparsers.add_parser("eval", help="score a model on a benchmark, generation metrics or loss")
     parser.add_argument("config", nargs="?", help="YAML config with an eval: group (flags below override it)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. eval.shots=0")
     add_model_arguments(parser)
     parser.add_argument("--data", help="benchmark folder (mmlu/ceval/cmmlu), or a dataset file or folder")
     parser.add_argument("--dataset", help="predict/loss: dataset name(s) in --data's dataset_info.json")
+    parser.set_defaults(handler=run)
+    parser.defer(_add_eval_flags)
+
+
+def _add_eval_flags(parser) -> None:
+    from tunesmith.config.schema import DataConfig, EvalConfig
+
     eval_flags = add_group_flags(parser, EvalConfig, exclude=("benchmark_dir", *MODEL_FLAGS))  # --data sets it
     add_group_flags(parser, DataConfig, only=("max_length",))
-    parser.set_defaults(handler=run, eval_flags=eval_flags)
+    parser.set_defaults(eval_flags=eval_flags)
 
 
 def run(args) -> int:

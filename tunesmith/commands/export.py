@@ -9,8 +9,6 @@ from tunesmith.commands.schema_flags import add_group_flags, flag_values
 
 
 def register(subparsers) -> None:
-    from tunesmith.config.schema import ExportConfig
-
     parser = subparsers.add_parser(
         "export", help="merge a trained run and write it for deployment (safetensors, GGUF, Ollama)"
     )
@@ -19,7 +17,14 @@ def register(subparsers) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. export.gguf=q8_0")
     parser.add_argument("--trust-remote-code", action="store_true", default=False,
                         help="run Python code shipped with the run's base model (never taken from the run folder)")
-    parser.set_defaults(handler=run, export_flags=add_group_flags(parser, ExportConfig))
+    parser.set_defaults(handler=run)
+    parser.defer(_add_export_flags)
+
+
+def _add_export_flags(parser) -> None:
+    from tunesmith.config.schema import ExportConfig
+
+    parser.set_defaults(export_flags=add_group_flags(parser, ExportConfig))
 
 
 def run(args) -> int:

@@ -3,14 +3,39 @@
 type a setting's name, help or default again, so the flags and the YAML keys cannot drift apart.
 
 A flag left out parses as None, so a command can tell "not given" from "given the default" and layer the
-flags over a config file.
+flags over a config file. The flags are added only once their subcommand parses (CommandParser), so
+`tunesmith --help` never imports the schema.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from tunesmith.config.fields import FieldSpec, dataclass_fields, schema_fields
+if TYPE_CHECKING:
+    from tunesmith.config.fields import FieldSpec
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that adds its deferred flags the first time it parses (its command was chosen,
+    or its --help asked for)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._deferred = []
+
+    def defer(self, add_flags) -> None:
+        """Call add_flags(self) before this parser first parses."""
+        self._deferred.append(add_flags)
+
+    def complete(self) -> "CommandParser":
+        while self._deferred:
+            self._deferred.pop(0)(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.complete()
+        return super().parse_known_args(args, namespace)
 
 
 class ListFlag(argparse.Action):
@@ -32,6 +57,8 @@ def add_group_flags(parser: argparse.ArgumentParser, group, only: tuple[str, ...
                     exclude: tuple[str, ...] = ()) -> list[FieldSpec]:
     """A flag for each field of `group` (a schema group, or a settings dataclass), `only` those if given;
     returns the fields, for `flag_values`."""
+    from tunesmith.config.fields import dataclass_fields, schema_fields
+
     walk = schema_fields if hasattr(group, "model_fields") else dataclass_fields
     fields = walk(group, prefix=f"{group.__name__}.")  # a field's name is what follows the group's
     specs = [spec for spec in fields if (not only or spec.name in only) and spec.name not in exclude]

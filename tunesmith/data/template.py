@@ -227,6 +227,16 @@ def span_labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> list[i
     return labels
 
 
+def sentinel(index: int) -> str:
+    """A message content that shows where content `index` lands once the template has rendered it."""
+    return _SENTINEL.format(index)
+
+
+def between_sentinels(rendered: str) -> list[str]:
+    """The rendered text cut at every sentinel: the template's own text before, between and after contents."""
+    return _SENTINEL_RE.split(rendered)[::2]
+
+
 def _marked(messages: list[dict]) -> list[dict]:
     """The messages with each non-empty content replaced by a sentinel holding its index. Empty contents get
     none: templates test contents for emptiness (e.g. before tool calls), and a reply made only of tool calls

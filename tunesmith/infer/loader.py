@@ -22,7 +22,7 @@ def load_engine(
     backend: "hf" (transformers, CPU or GPU) or "vllm" (GPU, where vllm is installed)."""
     from tunesmith.data.template import ChatTemplate
     from tunesmith.infer.engine import HfEngine
-    from tunesmith.model.load import load_model, load_tokenizer, resolve_source
+    from tunesmith.model.load import load_model, load_tokenizer, resolve_source, tokenizer_from
     from tunesmith.run_folder import ADAPTER_CONFIG, is_adapter
 
     if run:
@@ -38,7 +38,7 @@ def load_engine(
     if adapter_dir is not None and not is_adapter(adapter_dir):
         raise TunesmithError(f"{adapter_dir} holds no adapter ({ADAPTER_CONFIG}); check --adapter")
     source = resolve_source(base)
-    tokenizer = load_tokenizer(base, source) if tokenizer_dir is None else _tokenizer_from(tokenizer_dir)
+    tokenizer = load_tokenizer(base, source) if tokenizer_dir is None else tokenizer_from(tokenizer_dir)
     if backend == "vllm":
         from tunesmith.infer.vllm_engine import VllmEngine
 
@@ -69,15 +69,6 @@ def _from_run(run_dir: Path, trust_remote_code: bool) -> tuple[ModelConfig, Path
     if has_weights(run_dir):
         return config.model.model_copy(update={"path": str(run_dir), "gguf_file": None}), None, run_dir
     raise TunesmithError(f"{run_dir} holds no trained weights yet; did the run finish?")
-
-
-def _tokenizer_from(folder: Path):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def _cuda() -> bool:

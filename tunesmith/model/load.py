@@ -117,10 +117,16 @@ def _content_hash(file: Path) -> str:
 
 
 def load_tokenizer(config: ModelConfig, source: ModelSource | None = None):
+    source = source or resolve_source(config)
+    return tokenizer_from(source.location, config.trust_remote_code)
+
+
+def tokenizer_from(location, trust_remote_code: bool = False):
+    """The tokenizer in a folder (or hub id); one without a pad token pads with its end-of-sequence token,
+    which the attention mask hides and no label trains."""
     from transformers import AutoTokenizer
 
-    source = source or resolve_source(config)
-    tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=config.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(str(location), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -170,18 +170,6 @@ class PolicyWithCritic(ValueHeadModel):
 
 def load_reward_scorer(folder: Path, policy_tokenizer, device, trust_remote_code: bool = False) -> rollouts.Scorer:
     """The rm run in `folder` as a frozen scorer, with the tokenizer and template it was trained with."""
-    from tunesmith.data.template import ChatTemplate
-    from transformers import AutoTokenizer
+    from tunesmith.model.reward_model import load_reward_model
 
-    from tunesmith.model.value_head import load_scorer
-    from tunesmith.run_folder import read_run_config
-
-    rm_config = read_run_config(folder, named_by="stage.ppo.reward_model", trust_remote_code=trust_remote_code,
-                                how="set model.trust_remote_code in this PPO run's config")
-    if rm_config.stage.kind != "rm":
-        raise TunesmithError(f"stage.ppo.reward_model: {folder} is a {rm_config.stage.kind} run, not an rm run")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))  # saved by the rm run, with its chat template
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = load_scorer(folder, rm_config.model, getattr(device, "type", str(device))).to(device)
-    return rollouts.Scorer(model, ChatTemplate(tokenizer, "auto"), policy_tokenizer)
+    return rollouts.Scorer(*load_reward_model(folder, device, trust_remote_code=trust_remote_code), policy_tokenizer)
