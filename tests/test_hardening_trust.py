@@ -23,12 +23,12 @@ def asking_run(tmp_path, reward_run):
 
 
 def test_loading_a_run_refuses_a_saved_trust_flag(asking_run):
-    from tunesmith.export.pipeline import read_run_config
     from tunesmith.infer.loader import load_engine
+    from tunesmith.run_folder import read_run_config
 
     with pytest.raises(TunesmithError, match="trust-remote-code yourself"):
         load_engine(run=str(asking_run))
-    with pytest.raises(TunesmithError, match="pass --trust-remote-code to export"):
+    with pytest.raises(TunesmithError, match="trust-remote-code yourself"):
         read_run_config(asking_run)
     assert read_run_config(asking_run, trust_remote_code=True).model.trust_remote_code is True
 
