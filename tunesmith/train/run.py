@@ -3,30 +3,45 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from tunesmith.config import RunConfig, dump_config
 from tunesmith.errors import TunesmithError
 from tunesmith.run_folder import CONFIG_FILE
 
 
+@dataclass
+class Run:
+    """A run built and ready for its first step (or its resumed one)."""
+
+    config: RunConfig
+    accelerator: Any
+    trainer: Any  # train/loop.py's Trainer
+    tokenizer: Any
+    template: Any  # data/template.py's ChatTemplate
+    run_dir: Path
+
+
 def train(config: RunConfig) -> Path:
+    return run_to_the_end(build_run(config))
+
+
+def build_run(config: RunConfig) -> Run:
+    """Everything before the first step: accelerator, run folder, data, model, stage, trainer, resume point."""
     from accelerate.utils import set_seed
 
     from tunesmith.data.cache import encoder_fingerprint
     from tunesmith.data.dataset import prepare_data
     from tunesmith.data.template import ChatTemplate
     from tunesmith.dist.accelerator import make_accelerator
-    from tunesmith.dist.deepspeed import full_state_dict
     from tunesmith.model.load import load_tokenizer, resolve_source
-    from tunesmith.model.save import save_trained
-    from tunesmith.run_card import write_run_card
     from tunesmith.train.batches import BatchStream
     from tunesmith.train.checkpoint import find_resume_checkpoint
     from tunesmith.train.loop import Trainer
     from tunesmith.train.model_setup import prepare_model
-    from tunesmith.train.plot import plot_loss
     from tunesmith.train.sinks import build_sinks
     from tunesmith.train.stages import get_stage
 
@@ -60,18 +75,30 @@ def train(config: RunConfig) -> Path:
     trainer = Trainer(accelerator, model, stage, config.train, stream, data.val, run_dir, sinks)
     if resume_from is not None:
         trainer.resume(resume_from)
-    trainer.run()
-    weights = full_state_dict(accelerator, trainer.model)  # every process: ZeRO-3 gathers the weights' shards
+    return Run(config, accelerator, trainer, tokenizer, template, run_dir)
+
+
+def run_to_the_end(run: Run) -> Path:
+    """Train, then save the weights, the loss plot and the run's card."""
+    from tunesmith.dist.deepspeed import full_state_dict
+    from tunesmith.model.save import save_trained
+    from tunesmith.run_card import write_run_card
+    from tunesmith.train.plot import plot_loss
+
+    accelerator = run.accelerator
+    run.trainer.run()
+    weights = full_state_dict(accelerator, run.trainer.model)  # every process: ZeRO-3 gathers the weights' shards
     if accelerator.is_main_process:
-        save_trained(accelerator.unwrap_model(trainer.model), tokenizer, template.source, run_dir, weights)
-        plot_loss(run_dir)
-        write_run_card(run_dir, config)
-        accelerator.print(f"run saved in {run_dir}")
+        save_trained(accelerator.unwrap_model(run.trainer.model), run.tokenizer, run.template.source, run.run_dir,
+                     weights)
+        plot_loss(run.run_dir)
+        write_run_card(run.run_dir, run.config)
+        accelerator.print(f"run saved in {run.run_dir}")
     # The process group is closed before the processes exit: left open, gloo's and DeepSpeed's threads can
     # outlive the interpreter's teardown and abort a finished run.
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return run_dir
+    return run.run_dir
 
 
 def check_train_options(config: RunConfig) -> None:
