@@ -49,7 +49,7 @@ def test_a_reward_model_folder_cannot_grant_it(asking_run):
     from tunesmith.train.stages.ppo import load_reward_scorer
 
     tokenizer = AutoTokenizer.from_pretrained(str(asking_run))
-    with pytest.raises(TunesmithError, match="model.trust_remote_code in this PPO run's config"):
+    with pytest.raises(TunesmithError, match="model.trust_remote_code in this run's own config"):
         load_reward_scorer(asking_run, tokenizer, "cpu")
 
 
