@@ -141,3 +141,11 @@ def test_reading_a_config_never_runs_its_reward_code(tmp_path):
     (tmp_path / "config.yaml").write_text(dump_config(validate_config(raw)))
     assert load_config(tmp_path / "config.yaml").stage.grpo.reward_funcs == [f"{tmp_path}/evil.py:f"]
     assert not marker.exists()
+
+
+def test_the_web_ui_passes_built_in_rewards_and_refuses_reward_code():
+    from tunesmith.webui.tool_actions import reward_flags
+
+    assert reward_flags(["accuracy", "format"]) == ["--reward", "accuracy", "--reward", "format"]
+    with pytest.raises(TunesmithError, match="the web UI does not run reward code"):
+        reward_flags(["accuracy", "mine.py:score"])

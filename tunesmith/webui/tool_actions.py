@@ -57,11 +57,21 @@ def eval_argv(ctx: WebuiContext, model_args: list[str], options: dict, dataset_d
             raise TunesmithError(f"task {task} scores a dataset: pick one in the Train tab's dataset list")
         folder = ctx.guard.existing(dataset_dir, "dataset folder", "dir")
         data = ["--data", str(folder), "--dataset", ",".join(datasets)]
-    flags = []
+    flags = reward_flags(options.get("rewards") or [])
     for name, value in options.items():
-        if name not in (*UI_SET_EVAL_FIELDS, "benchmark_dir") and value is not None:  # the folder went as --data
+        if name not in (*UI_SET_EVAL_FIELDS, "benchmark_dir", "rewards") and value is not None:  # folder: --data
             flags += [f"--{name.replace('_', '-')}", str(value)]
     return tunesmith_argv("eval", *model_args, *data, *flags, "--out", str(out))
+
+
+def reward_flags(rewards: list[str]) -> list[str]:
+    """`--reward NAME` per built-in reward; a Python file's function would run its code, which the web UI does
+    not do."""
+    for name in rewards:
+        if ".py:" in name:
+            raise TunesmithError(f"reward {name!r} runs the code in that file; the web UI does not run reward code, "
+                                 "so score with it from the command line: tunesmith eval --reward ...")
+    return [flag for name in rewards for flag in ("--reward", name)]
 
 
 def start_eval(ctx: WebuiContext, model: str | None, checkpoint: str | None, options: dict,
