@@ -65,13 +65,18 @@ def eval_argv(ctx: WebuiContext, model_args: list[str], options: dict, dataset_d
 
 
 def reward_flags(rewards: list[str]) -> list[str]:
-    """`--reward NAME` per built-in reward; a Python file's function would run its code, which the web UI does
-    not do."""
+    """`--reward NAME` per reward, none of them a Python file's function (see refuse_reward_code)."""
+    refuse_reward_code(rewards, "tunesmith eval --reward ...")
+    return [flag for name in rewards for flag in ("--reward", name)]
+
+
+def refuse_reward_code(rewards: list[str], command: str) -> None:
+    """A reward named 'file.py:function' runs that file's code: the web UI runs none, whoever typed it or
+    whichever run folder's config named it; the command line (`command`) does, when its user asks."""
     for name in rewards:
         if ".py:" in name:
             raise TunesmithError(f"reward {name!r} runs the code in that file; the web UI does not run reward code, "
-                                 "so score with it from the command line: tunesmith eval --reward ...")
-    return [flag for name in rewards for flag in ("--reward", name)]
+                                 f"so run it from the command line: {command}")
 
 
 def start_eval(ctx: WebuiContext, model: str | None, checkpoint: str | None, options: dict,
