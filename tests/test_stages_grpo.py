@@ -213,3 +213,17 @@ def test_an_rm_run_folder_is_a_reward(tiny_model_dir, reward_run, tmp_path):
     both = reward.function(prompts, texts, completion_ids=ids)
     alone = reward.function(prompts[1:], texts[1:], completion_ids=ids[1:])  # padding beside a longer one: no effect
     assert both[1] == pytest.approx(alone[0], abs=1e-5) and both[0] != both[1]
+
+
+def test_resuming_cuts_the_samples_later_steps_wrote(tmp_path):
+    from tunesmith.config.schema import StageConfig
+    from tunesmith.train.stages.grpo import GrpoStage
+
+    stage = GrpoStage(StageConfig(kind="grpo"))
+    stage.samples_path = tmp_path / "samples.jsonl"
+    stage.samples_path.write_text('{"step": 1}\n{"step": 2}\n')
+    at_checkpoint = stage.state_dict()
+    with stage.samples_path.open("a") as file:
+        file.write('{"step": 3}\n')
+    stage.load_state_dict(at_checkpoint)
+    assert stage.samples_path.read_text() == '{"step": 1}\n{"step": 2}\n'

@@ -191,6 +191,15 @@ class GrpoStage(Stage):
         record.update({f"eval_reward/{name}": float(torch.nanmean(torch.cat(v))) for name, v in per_function.items()})
         return record
 
+    def state_dict(self) -> dict:
+        """How much of samples.jsonl the checkpoint's steps wrote: a resumed run cuts what later steps added."""
+        return {"samples_bytes": self.samples_path.stat().st_size if self.samples_path.is_file() else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.samples_path.is_file() and (self.accelerator is None or self.accelerator.is_main_process):
+            with self.samples_path.open("r+b") as file:
+                file.truncate(state.get("samples_bytes", 0))
+
     def _log_samples(self, step: int, rollout: dict) -> None:
         count = self.config.grpo.samples_per_step
         if not count or (self.accelerator is not None and not self.accelerator.is_main_process):
