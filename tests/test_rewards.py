@@ -141,3 +141,25 @@ def test_reading_a_config_never_runs_its_reward_code(tmp_path):
     (tmp_path / "config.yaml").write_text(dump_config(validate_config(raw)))
     assert load_config(tmp_path / "config.yaml").stage.grpo.reward_funcs == [f"{tmp_path}/evil.py:f"]
     assert not marker.exists()
+
+
+def test_the_web_ui_passes_built_in_rewards_and_refuses_reward_code():
+    from tunesmith.webui.tool_actions import reward_flags
+
+    assert reward_flags(["accuracy", "format"]) == ["--reward", "accuracy", "--reward", "format"]
+    with pytest.raises(TunesmithError, match="the web UI does not run reward code"):
+        reward_flags(["accuracy", "mine.py:score"])
+
+
+def test_the_web_ui_never_trains_with_reward_code(tmp_path):
+    from types import SimpleNamespace
+
+    from tunesmith.config.load import validate_config
+    from tunesmith.webui.train_actions import start_training
+
+    raw = {"model": {"path": "m"}, "data": {"datasets": ["d"]},
+           "train": {"batch_size": 8, "output_dir": str(tmp_path / "run")},
+           "stage": {"kind": "grpo", "grpo": {"reward_funcs": ["accuracy", f"{tmp_path}/mine.py:score"]}}}
+    with pytest.raises(TunesmithError, match="the web UI does not run reward code"):
+        start_training(SimpleNamespace(), validate_config(raw))
+    assert not (tmp_path / "run").exists()

@@ -172,3 +172,58 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_model_dir, gsm8
                     "clip_ratio", "entropy"):
             assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=2e-5), (record["step"], key)
     assert_same_weights(tmp_path / "one", tmp_path / "two")
+
+
+def test_accumulating_matches_one_batch_of_the_same_size(tiny_model_dir, gsm8k_dir, tmp_path):
+    """4 prompts in one batch, or 2 batches of 2 accumulated: the same completions, advantages, dapo token
+    normaliser, losses and weights."""
+    from safetensors.torch import load_file
+
+    def train_with(name, **options):
+        return run(grpo_config(tiny_model_dir, gsm8k_dir, tmp_path / name, grpo={"num_iterations": 2}, **options))
+
+    whole = train_with("whole", batch_size=8)
+    accumulated = train_with("accumulated", batch_size=4, grad_accum=2)
+    for record, reference in zip(read_metrics(accumulated), read_metrics(whole)):
+        for key in ("reward", "completion_length", "loss", "clip_ratio", "entropy"):
+            assert record[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-6), (record["step"], key)
+    want, got = load_file(whole / "adapter_model.safetensors"), load_file(accumulated / "adapter_model.safetensors")
+    assert all(torch_close(want[name], got[name]) for name in want)
+
+
+def torch_close(a, b) -> bool:
+    return bool(a.allclose(b, rtol=1e-4, atol=1e-6))
+
+
+def test_an_rm_run_folder_is_a_reward(tiny_model_dir, reward_run, tmp_path):
+    """It scores each completion rendered after its prompt, whatever the completions beside it."""
+    from stage_harness import assistant, build, user
+    from tunesmith.data.records import Conversation
+
+    records = [Conversation([user(f"Say something about {i}."), assistant("ok")]) for i in range(4)]
+    settings = {"num_generations": 2, "max_new_tokens": 4, "reward_funcs": [str(reward_run)]}
+    stage, trainer, *_ = build(tiny_model_dir, tmp_path, records, {"kind": "grpo", "grpo": settings})
+    trainer.run()
+    logged = read_metrics(tmp_path / "run")
+    assert all(math.isfinite(record[f"reward/{reward_run}"]) for record in logged)
+    (reward,) = stage.rewards
+    prompts = [[user("Hi")], [user("Hi")]]
+    ids = [stage.template.tokenizer("Hello there", add_special_tokens=False)["input_ids"], [42, 43]]
+    texts = [stage.template.tokenizer.decode(i) for i in ids]
+    both = reward.function(prompts, texts, completion_ids=ids)
+    alone = reward.function(prompts[1:], texts[1:], completion_ids=ids[1:])  # padding beside a longer one: no effect
+    assert both[1] == pytest.approx(alone[0], abs=1e-5) and both[0] != both[1]
+
+
+def test_resuming_cuts_the_samples_later_steps_wrote(tmp_path):
+    from tunesmith.config.schema import StageConfig
+    from tunesmith.train.stages.grpo import GrpoStage
+
+    stage = GrpoStage(StageConfig(kind="grpo"))
+    stage.samples_path = tmp_path / "samples.jsonl"
+    stage.samples_path.write_text('{"step": 1}\n{"step": 2}\n')
+    at_checkpoint = stage.state_dict()
+    with stage.samples_path.open("a") as file:
+        file.write('{"step": 3}\n')
+    stage.load_state_dict(at_checkpoint)
+    assert stage.samples_path.read_text() == '{"step": 1}\n{"step": 2}\n'

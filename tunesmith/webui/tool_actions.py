@@ -46,11 +46,26 @@ def eval_argv(ctx: WebuiContext, model_args: list[str], options: dict, dataset_d
             raise TunesmithError(f"task {task} scores a dataset: pick one in the Train tab's dataset list")
         folder = ctx.guard.existing(dataset_dir, "dataset folder", "dir")
         data = ["--data", str(folder), "--dataset", ",".join(datasets)]
-    flags = []
+    flags = reward_flags(options.get("rewards") or [])
     for name, value in options.items():
-        if name not in (*UI_SET_EVAL_FIELDS, "benchmark_dir") and value is not None:  # the folder went as --data
+        if name not in (*UI_SET_EVAL_FIELDS, "benchmark_dir", "rewards") and value is not None:  # folder: --data
             flags += [f"--{name.replace('_', '-')}", str(value)]
     return tunesmith_argv("eval", *model_args, *data, *flags, "--out", str(out))
+
+
+def reward_flags(rewards: list[str]) -> list[str]:
+    """`--rewards NAME ...`, none of them a Python file's function (see refuse_reward_code)."""
+    refuse_reward_code(rewards, "tunesmith eval --rewards ...")
+    return ["--rewards", *rewards] if rewards else []
+
+
+def refuse_reward_code(rewards: list[str], command: str) -> None:
+    """A reward named 'file.py:function' runs that file's code: the web UI runs none, whoever typed it or
+    whichever run folder's config named it; the command line (`command`) does, when its user asks."""
+    for name in rewards:
+        if ".py:" in name:
+            raise TunesmithError(f"reward {name!r} runs the code in that file; the web UI does not run reward code, "
+                                 f"so run it from the command line: {command}")
 
 
 def start_eval(ctx: WebuiContext, model: str | None, checkpoint: str | None, options: dict,

@@ -10,12 +10,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import RunConfig, dump_config, validate_config
+from tunesmith.config import RunConfig, dump_config, load_config, validate_config
 from tunesmith.config.load import read_yaml
 from tunesmith.errors import TunesmithError
 from tunesmith.run_folder import CONFIG_FILE, config_path, is_run_folder
 from tunesmith.webui.context import WebuiContext
 from tunesmith.webui.jobs import Job, tunesmith_argv
+from tunesmith.webui.tool_actions import refuse_reward_code
 from tunesmith.config.paths import set_path
 from tunesmith.webui.schema_fields import build_raw_config
 
@@ -71,6 +72,7 @@ def start_training(ctx: WebuiContext, config: RunConfig) -> Job:
         raise TunesmithError(
             f"run folder {run_dir} already holds a run; choose another run name, resume it, or tick Overwrite"
         )
+    refuse_reward_code(config.stage.grpo.reward_funcs if config.stage.kind == "grpo" else [], "tunesmith train CONFIG")
     _refuse_if_busy(ctx)
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = config_path(run_dir)
@@ -87,6 +89,9 @@ def resume_training(ctx: WebuiContext, run_name: str) -> Job:
         raise TunesmithError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); type the run name of an earlier run")
     if not list_checkpoints(run_dir):
         raise TunesmithError(f"{run_dir} has no checkpoint to resume from; runs save them every train.save_steps")
+    stage = load_config(config_path).stage
+    refuse_reward_code(stage.grpo.reward_funcs if stage.kind == "grpo" else [], f"tunesmith train {config_path} "
+                       "train.resume=auto")
     _refuse_if_busy(ctx)
     return ctx.jobs.start("train", train_argv(config_path(run_dir), "train.resume=auto"), run_dir=run_dir)
 

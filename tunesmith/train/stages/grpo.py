@@ -96,22 +96,22 @@ class GrpoStage(Stage):
         policy = unwrap(model)
         was_training = policy.training
         policy.eval()
-        rollouts_ = [self._rollout(policy, batch, step) for batch in batches]
-        local = {"rewards": torch.cat([r.pop("rewards") for r in rollouts_]),
-                 "truncated": torch.cat([r.pop("truncated") for r in rollouts_]).float(),
-                 "lengths": torch.cat([r.pop("lengths") for r in rollouts_])}
-        for name in rollouts_[0]["per_function"]:
-            local[f"reward/{name}"] = torch.cat([r["per_function"][name] for r in rollouts_])
+        generated = [self._rollout(policy, batch, step) for batch in batches]
+        local = {"rewards": torch.cat([r.pop("rewards") for r in generated]),
+                 "truncated": torch.cat([r.pop("truncated") for r in generated]).float(),
+                 "lengths": torch.cat([r.pop("lengths") for r in generated])}
+        for name in generated[0]["per_function"]:
+            local[f"reward/{name}"] = torch.cat([r["per_function"][name] for r in generated])
         every, mine = gather_rows(self.accelerator, local)
         advantages = losses.group_advantages(every["rewards"], self.config.grpo.num_generations,
                                              self.config.grpo.scale_rewards)[mine].float()
         out, start = [], 0
-        for rollout in rollouts_:
+        for rollout in generated:
             rows = rollout["batch"]["completion"].shape[0]
             out.append(self._training_batch(policy, rollout["batch"], advantages[start:start + rows]))
             start += rows
         policy.train(was_training)
-        self._log_samples(step, rollouts_[0])
+        self._log_samples(step, generated[0])
         return out, window_stats(every, self.config.grpo.num_generations, self.config.grpo.max_new_tokens)
 
     def _rollout(self, policy, batch: dict, step) -> dict:
@@ -190,6 +190,15 @@ class GrpoStage(Stage):
         record = {"eval_reward": float(torch.nanmean(torch.cat(totals)))}
         record.update({f"eval_reward/{name}": float(torch.nanmean(torch.cat(v))) for name, v in per_function.items()})
         return record
+
+    def state_dict(self) -> dict:
+        """How much of samples.jsonl the checkpoint's steps wrote: a resumed run cuts what later steps added."""
+        return {"samples_bytes": self.samples_path.stat().st_size if self.samples_path.is_file() else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.samples_path.is_file() and (self.accelerator is None or self.accelerator.is_main_process):
+            with self.samples_path.open("r+b") as file:
+                file.truncate(state.get("samples_bytes", 0))
 
     def _log_samples(self, step: int, rollout: dict) -> None:
         count = self.config.grpo.samples_per_step
