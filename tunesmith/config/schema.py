@@ -28,7 +28,8 @@ class ModelConfig(Group):
         "auto", description="Weights dtype. auto: float32 on CPU, bfloat16 on a GPU that supports it, else float16."
     )
     template: str = Field(
-        "auto", description="Chat template: 'auto' uses the tokenizer's own; a name picks a built-in one."
+        "auto", description="Chat template: 'auto' uses the tokenizer's own; a name picks a built-in one; a "
+        "LLaMA-Factory template name maps to a built-in or the tokenizer's own (table: data/lf_templates.yaml)."
     )
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with the model. Off unless you trust the model's source."
