@@ -13,34 +13,14 @@ import pytest
 import torch
 import yaml
 
-from conftest import LF_DATA, TOKENIZERS
+from conftest import LF_DATA
+from family_models import FAMILIES, build_family_model
 from stage_harness import assistant, build, user
 from tunesmith.cli import main
 
-FAMILIES = yaml.safe_load((Path(__file__).parent / "families" / "configs.yaml").read_text(encoding="utf-8"))
 RECORDS = [[user("What is the capital of France?"), assistant("Paris is the capital of France.")],
            [user("Name a colour."), assistant("Blue, the colour of a clear sky at noon.")]]
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
-
-
-def build_family_model(name: str, folder: Path) -> Path:
-    """The family's architecture at test size, saved with its tokenizer. A tokenizer without a chat template
-    (llama2 stands in for Mistral, Gemma and Phi-3, whose own tokenizers carry one) gets the family's built-in."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from tunesmith.data.template_names import template_source
-
-    spec = FAMILIES[name]
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZERS / spec["tokenizer"])
-    settings = {**spec["real"], **spec["tiny"], "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(spec["model_type"], **settings))
-    model.save_pretrained(folder)
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = template_source(tokenizer, spec["template"])
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
@@ -110,6 +90,8 @@ def _assert_trained(name, method, trainer, before, trainable, tmp_path):
 def test_chat_answers_as_transformers_greedy_decoding(family, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tunesmith.data.template_names import template_source
+
     name, model_dir = family
     prompt = [{"role": "user", "content": "Hello, who are you?"}]
     assert main(["chat", "--model", str(model_dir), "--template", FAMILIES[name]["template"], "--prompt",
@@ -118,7 +100,8 @@ def test_chat_answers_as_transformers_greedy_decoding(family, capsys):
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(prompt, chat_template=template_source(tokenizer, FAMILIES[name]["template"]),
+                                         tokenize=False, add_generation_prompt=True)
     ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
@@ -132,6 +115,7 @@ def test_data_preview_renders_as_transformers(family, tmp_path, capsys):
 
     from tunesmith.config.schema import DataConfig
     from tunesmith.data.dataset import load_records
+    from tunesmith.data.template_names import template_source
 
     name, model_dir = family
     config = {"model": {"path": str(model_dir), "template": FAMILIES[name]["template"]},
@@ -143,7 +127,10 @@ def test_data_preview_renders_as_transformers(family, tmp_path, capsys):
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     record = load_records(DataConfig(**config["data"]))[0]
-    text = tokenizer.apply_chat_template(record.messages, tokenize=False)
+    text = tokenizer.apply_chat_template(record.messages, chat_template=template_source(tokenizer, config["model"]["template"]),
+                                         tokenize=False)
     assert sample["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
-    trained_text = tokenizer.decode([t for t in sample["labels"] if t != -100], skip_special_tokens=True)
-    assert trained_text.strip() == record.messages[-1]["content"].strip()
+    # the trained tokens are the reply and what closes its turn: one span of the rendering, starting at the reply
+    trained = tokenizer.decode([t for t in sample["labels"] if t != -100]).lstrip()
+    reply = record.messages[-1]["content"]
+    assert trained.startswith(reply) and text[text.index(reply):].startswith(trained)

@@ -35,7 +35,7 @@ class ModelConfig(Group):
         False, description="Run Python code shipped with the model. Off unless you trust the model's source."
     )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
-        "auto", description="Attention kernel. auto: sdpa."
+        "auto", description="Attention kernel. auto: sdpa where the architecture supports it, else eager."
     )
     quantization_bit: Literal[4, 8] | None = Field(
         None, description="Load the base weights quantized to 4 or 8 bits with bitsandbytes (for method.kind: "
@@ -233,6 +233,10 @@ class TrainConfig(Group):
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: much less memory, about 30% slower."
+    )
+    router_aux_loss_coef: float | None = Field(
+        None, ge=0, description="Mixture-of-experts models: weight of the router's load-balancing loss, added to "
+        "the training loss and logged as aux_loss; null takes the model config's router_aux_loss_coef; 0 turns it off."
     )
     neftune_alpha: float | None = Field(
         None, gt=0, description="NEFTune: add uniform noise of scale alpha/sqrt(length*hidden) to the input "

@@ -125,7 +125,8 @@ def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSourc
     from tunesmith.model.quantize import quantization_kwargs
 
     source = source or resolve_source(config)
-    attn = "sdpa" if config.attn_implementation == "auto" else config.attn_implementation
+    # auto: transformers' own choice, sdpa where the architecture supports it (Gemma 2's softcapping needs eager)
+    attn = None if config.attn_implementation == "auto" else config.attn_implementation
     dtype = resolve_dtype(config.dtype, device_type)
     try:
         return AutoModelForCausalLM.from_pretrained(
