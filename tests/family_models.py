@@ -13,9 +13,10 @@ from conftest import TOKENIZERS
 FAMILIES = yaml.safe_load((Path(__file__).parent / "families" / "configs.yaml").read_text(encoding="utf-8"))
 
 
-def build_family_model(name: str, folder: Path) -> Path:
-    """The family's architecture at test size, saved with its tokenizer. A tokenizer without a chat template
-    (llama2 stands in for Mistral, Gemma and Phi-3, whose own tokenizers carry one) gets the family's built-in."""
+def build_family_model(name: str, folder: Path, **overrides) -> Path:
+    """The family's architecture at test size (`overrides` change config fields), saved with its tokenizer.
+    A tokenizer without a chat template (llama2 stands in for Mistral, Gemma and Phi-3, whose own tokenizers
+    carry one) gets the family's built-in."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from tunesmith.data.template_names import template_source
@@ -23,7 +24,7 @@ def build_family_model(name: str, folder: Path) -> Path:
     spec = FAMILIES[name]
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZERS / spec["tokenizer"])
     settings = {**spec["real"], **spec["tiny"], "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+                "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, **overrides}
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(spec["model_type"], **settings))
     model.save_pretrained(folder)

@@ -127,8 +127,8 @@ def test_data_preview_renders_as_transformers(family, tmp_path, capsys):
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     record = load_records(DataConfig(**config["data"]))[0]
-    text = tokenizer.apply_chat_template(record.messages, chat_template=template_source(tokenizer, config["model"]["template"]),
-                                         tokenize=False)
+    source = template_source(tokenizer, config["model"]["template"])
+    text = tokenizer.apply_chat_template(record.messages, chat_template=source, tokenize=False)
     assert sample["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
     # the trained tokens are the reply and what closes its turn: one span of the rendering, starting at the reply
     trained = tokenizer.decode([t for t in sample["labels"] if t != -100]).lstrip()

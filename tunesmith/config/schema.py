@@ -57,6 +57,11 @@ class LoraConfig(Group):
         "all-linear",
         description="Modules to adapt: 'all-linear' (every linear layer but the output head) or a list of names.",
     )
+    target_parameters: list[str] = Field(
+        default_factory=list,
+        description="Parameters (not modules) to adapt, by name or name ending, e.g. [mlp.experts.gate_up_proj, "
+        "mlp.experts.down_proj]: the fused 3-D expert weights of MoE models such as Qwen3-MoE.",
+    )
     dora: bool = Field(False, description="DoRA: learn each weight's magnitude apart from its LoRA direction.")
     rslora: bool = Field(False, description="rsLoRA: scale the update by alpha / sqrt(rank) instead of alpha / rank.")
     modules_to_save: list[str] = Field(

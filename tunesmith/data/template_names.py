@@ -32,7 +32,8 @@ class TemplateChoice:
     def describe(self) -> str:
         if self.builtin:
             return f"the built-in template '{self.builtin}'"
-        return f"the tokenizer's own chat template ({self.family})" if self.family else "the tokenizer's own chat template"
+        own = "the tokenizer's own chat template"
+        return f"{own} ({self.family})" if self.family else own
 
 
 def builtin_template_names() -> list[str]:
@@ -60,8 +61,8 @@ def choose_template(name: str) -> TemplateChoice:
                              f"text alone use '{table['multimodal'][name]}'")
     close = difflib.get_close_matches(name, accepted_names(), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise TunesmithError(f"unknown template '{name}'; {hint}use 'auto', a built-in ({', '.join(builtin_template_names())}) "
-                         "or a LLaMA-Factory template name")
+    raise TunesmithError(f"unknown template '{name}'; {hint}use 'auto', a built-in "
+                         f"({', '.join(builtin_template_names())}) or a LLaMA-Factory template name")
 
 
 def template_source(tokenizer, name: str) -> str:
