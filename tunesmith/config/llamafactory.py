@@ -42,9 +42,9 @@ class Translation:
         self.applied[lf_key] = dotted
 
     def notes(self) -> list[str]:
-        lines = [f"mapped: {key} {how}" for key, how in self.mapped.items()]
-        lines += [f"not applied: {key} ({why})" for key, why in self.unsupported.items()]
-        return lines + [f"no effect in tunesmith: {key} ({why})" for key, why in self.no_effect.items()]
+        lines = [f"not applied: {key} ({why})" for key, why in self.unsupported.items()]
+        lines += [f"no effect in tunesmith: {key} ({why})" for key, why in self.no_effect.items()]
+        return lines + [f"mapped: {key} {how}" for key, how in self.mapped.items()]
 
 
 def looks_like_llamafactory(raw: dict[str, Any]) -> bool:
