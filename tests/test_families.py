@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,85 +24,98 @@ RECORDS = [[user("What is the capital of France?"), assistant("Paris is the capi
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
 
 
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_dir: Path
+    tokenizer: object  # loaded once: a 150k-entry tokenizer takes seconds to load on a small CPU
+
+
 @pytest.fixture(scope="module", params=list(FAMILIES))
-def family(request, tmp_path_factory) -> tuple[str, Path]:
-    return request.param, build_family_model(request.param, tmp_path_factory.mktemp(request.param))
+def family(request, tmp_path_factory) -> Family:
+    from tunesmith.config.schema import ModelConfig
+    from tunesmith.model.load import load_tokenizer
+
+    model_dir = build_family_model(request.param, tmp_path_factory.mktemp(request.param))
+    return Family(request.param, model_dir, load_tokenizer(ModelConfig(path=str(model_dir))))
 
 
 @pytest.mark.parametrize("method", ["full", "freeze", pytest.param("qlora", marks=needs_bnb)])
-def test_method_trains_exactly_its_weights(family, method, tmp_path):
-    name, model_dir = family
-    trainer, before, trainable = _build_with_snapshot(model_dir, tmp_path, method)
+def test_method_trains_exactly_its_weights(family, method, tmp_path, monkeypatch):
+    run = TwoSteps(family, tmp_path, method, monkeypatch)
 
-    trainer.run()
+    run.trainer.run()
 
-    _assert_trained(name, method, trainer, before, trainable, tmp_path)
+    run.assert_trained()
 
 
-def test_lora_trains_and_merges_into_base_plus_adapter(family, tmp_path):
+def test_lora_trains_and_merges_into_base_plus_adapter(family, tmp_path, monkeypatch):
     from tunesmith.config import dump_config
     from tunesmith.export.merge import merged_model
     from tunesmith.model.save import save_trained
     from tunesmith.train.run import CONFIG_FILE
 
-    name, model_dir = family
-    trainer, before, trainable = _build_with_snapshot(model_dir, tmp_path, "lora", lr=1e-2)
-    trainer.run()
-    _assert_trained(name, "lora", trainer, before, trainable, tmp_path)
+    run = TwoSteps(family, tmp_path, "lora", monkeypatch, lr=1e-2)
+    run.trainer.run()
+    run.assert_trained()
 
-    peft_model = trainer.accelerator.unwrap_model(trainer.model).eval()
-    run_dir = tmp_path / "saved"
-    template = trainer.template
-    save_trained(peft_model, template.tokenizer, template.source, run_dir)
-    (run_dir / CONFIG_FILE).write_text(dump_config(trainer.config), encoding="utf-8")
+    peft_model = run.trainer.accelerator.unwrap_model(run.trainer.model).eval()
+    template = run.template
+    save_trained(peft_model, template.tokenizer, template.source, tmp_path / "saved")
+    (tmp_path / "saved" / CONFIG_FILE).write_text(dump_config(run.config), encoding="utf-8")
     ids = torch.tensor([template.prompt_ids(RECORDS[0][:1]) + template.tokenizer.encode("Paris")[-1:]])
     with torch.no_grad():
         expected = peft_model(input_ids=ids).logits
         with peft_model.disable_adapter():
             untouched = peft_model(input_ids=ids).logits
-        merged = merged_model(run_dir, trainer.config, progress=False).eval()(input_ids=ids).logits
+        merged = merged_model(tmp_path / "saved", run.config, progress=False).eval()(input_ids=ids).logits
 
     assert (expected - untouched).abs().max() > 1e-4  # the adapter changes the predictions
     torch.testing.assert_close(merged, expected, rtol=1e-4, atol=1e-5)
 
 
-def _build_with_snapshot(model_dir: Path, tmp_path: Path, method: str, **train):
-    """(trainer, parameters before training, names of the trainable ones) for two sft steps on RECORDS."""
-    from tunesmith.data.records import Conversation
+class TwoSteps:
+    """A trainer for two sft steps of `method` on RECORDS (the harness's freeze trains the last 2 of 3 layers),
+    with the parameters before training and the names of the trainable ones."""
 
-    records = [Conversation(messages) for messages in RECORDS]
-    _, trainer, _, config, template = build(model_dir, tmp_path, records, {"kind": "sft"}, method, **train)
-    trainer.config, trainer.template = config, template
-    model = trainer.accelerator.unwrap_model(trainer.model)  # freeze: the harness trains the last 2 of 3 layers
-    before = {n: p.detach().float().clone() for n, p in model.named_parameters()}
-    return trainer, before, {n for n, p in model.named_parameters() if p.requires_grad}
+    def __init__(self, family: Family, tmp_path: Path, method: str, monkeypatch, **train):
+        from tunesmith.data.records import Conversation
+        from tunesmith.model import load
 
+        monkeypatch.setattr(load, "load_tokenizer", lambda config, source=None: family.tokenizer)
+        records = [Conversation(messages) for messages in RECORDS]
+        _, self.trainer, _, self.config, self.template = build(family.model_dir, tmp_path, records, {"kind": "sft"},
+                                                                method, **train)
+        self.label, self.metrics = f"{family.name} {method}", tmp_path / "run" / "metrics.jsonl"
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        self.before = {n: p.detach().float().clone() for n, p in model.named_parameters()}
+        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
 
-def _assert_trained(name, method, trainer, before, trainable, tmp_path):
-    """Two finite losses, the second lower; weights moved, and only trainable ones."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach().float(), before[n])}
-    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
-    assert changed and changed <= trainable, f"{name}: frozen weights moved: {sorted(changed - trainable)[:3]}"
-    assert losses[1] < losses[0], f"{name} {method}: the second step did not lower the loss ({losses})"
+    def assert_trained(self) -> None:
+        """Two finite losses, the second lower; weights moved, and only trainable ones."""
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        losses = [json.loads(line)["loss"] for line in self.metrics.read_text().splitlines()]
+        changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach().float(), self.before[n])}
+        assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+        moved_frozen = sorted(changed - self.trainable)[:3]
+        assert changed and not moved_frozen, f"{self.label}: frozen weights moved: {moved_frozen}"
+        assert losses[1] < losses[0], f"{self.label}: the second step did not lower the loss ({losses})"
 
 
 def test_chat_answers_as_transformers_greedy_decoding(family, capsys):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from tunesmith.data.template_names import template_source
 
-    name, model_dir = family
+    name, model_dir, tokenizer = family.name, family.model_dir, family.tokenizer
     prompt = [{"role": "user", "content": "Hello, who are you?"}]
     assert main(["chat", "--model", str(model_dir), "--template", FAMILIES[name]["template"], "--prompt",
                  prompt[0]["content"], "--temperature", "0", "--max-new-tokens", "6"]) == 0
     shown = capsys.readouterr().out.strip()
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    text = tokenizer.apply_chat_template(prompt, chat_template=template_source(tokenizer, FAMILIES[name]["template"]),
-                                         tokenize=False, add_generation_prompt=True)
+    source = template_source(tokenizer, FAMILIES[name]["template"])
+    text = tokenizer.apply_chat_template(prompt, chat_template=source, tokenize=False, add_generation_prompt=True)
     ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
@@ -111,21 +125,18 @@ def test_chat_answers_as_transformers_greedy_decoding(family, capsys):
 
 
 def test_data_preview_renders_as_transformers(family, tmp_path, capsys):
-    from transformers import AutoTokenizer
-
     from tunesmith.config.schema import DataConfig
     from tunesmith.data.dataset import load_records
     from tunesmith.data.template_names import template_source
 
-    name, model_dir = family
+    name, model_dir, tokenizer = family.name, family.model_dir, family.tokenizer
     config = {"model": {"path": str(model_dir), "template": FAMILIES[name]["template"]},
-              "data": {"datasets": ["identity"], "dataset_dir": str(LF_DATA), "max_length": 512,
+              "data": {"datasets": ["identity"], "dataset_dir": str(LF_DATA), "max_length": 512, "max_samples": 2,
                        "vars": {"name": "Tuna", "author": "Acme"}, "cache_dir": str(tmp_path / "cache")}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     assert main(["data", "preview", str(tmp_path / "run.yaml"), "--n", "1", "--json"]) == 0
     sample = json.loads(capsys.readouterr().out.splitlines()[0])
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     record = load_records(DataConfig(**config["data"]))[0]
     source = template_source(tokenizer, config["model"]["template"])
     text = tokenizer.apply_chat_template(record.messages, chat_template=source, tokenize=False)
