@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 
@@ -121,3 +122,22 @@ def test_offline_a_dataset_missing_from_the_cache_says_what_to_download_and_wher
 def test_a_modelscope_only_entry_says_to_download_it(tmp_path):
     with pytest.raises(TunesmithError, match="ModelScope / Modelers dataset.*set file_name"):
         records(tmp_path, {"ms": {"ms_hub_url": "AI-ModelScope/alpaca-gpt4-data-en"}}, "ms")
+
+
+def test_a_split_in_several_arrow_files_is_read_from_all_of_them(hub_repo, tmp_path, monkeypatch):
+    """`datasets` shards a large split into several Arrow files, lying beside other splits' files: the spec
+    points at a folder linking to exactly the split's files."""
+    import datasets
+
+    from tunesmith.data import hub
+    from tunesmith.data.files import data_files, read_rows
+
+    train, test = (datasets.load_dataset(str(hub_repo), "en", split=split) for split in ("train", "test"))
+    sharded = SimpleNamespace(cache_files=train.cache_files + test.cache_files)  # one split's shards, as it were
+    monkeypatch.setattr(hub, "_load", lambda source: sharded)
+
+    path = hub.hub_data_path(hub.HubSource("demo", str(hub_repo), "en"))
+
+    assert path.is_dir() and len(data_files(path)) == 2
+    assert sum(len(read_rows(file)) for file in data_files(path)) == 6 + 3
+    assert hub.hub_data_path(hub.HubSource("demo", str(hub_repo), "en")) == path  # made once, then reused
