@@ -22,6 +22,22 @@ def moe_dir(tmp_path_factory):
     return build_family_model("qwen3_moe", tmp_path_factory.mktemp("moe"), router_aux_loss_coef=MODEL_COEF)
 
 
+@pytest.fixture(scope="module")
+def moe_tokenizer(moe_dir):
+    """Loaded once: Qwen3's 150k-entry tokenizer takes seconds to load on a small CPU."""
+    from tunesmith.config.schema import ModelConfig
+    from tunesmith.model.load import load_tokenizer
+
+    return load_tokenizer(ModelConfig(path=str(moe_dir)))
+
+
+@pytest.fixture
+def loaded_once(moe_tokenizer, monkeypatch):
+    from tunesmith.model import load
+
+    monkeypatch.setattr(load, "load_tokenizer", lambda config, source=None: moe_tokenizer)
+
+
 def first_step(moe_dir, tmp_path, **train) -> tuple[dict, list, object]:
     """(metrics of step 1, the encoded samples, the stage) of a full-method sft run on RECORDS."""
     from tunesmith.data.records import Conversation
@@ -44,7 +60,7 @@ def transformers_loss(moe_dir, batch) -> tuple[float, float, float]:
 
 
 @pytest.mark.parametrize("coef", [None, 0.0, 2.0])
-def test_router_loss_joins_the_loss_as_transformers_adds_it(moe_dir, tmp_path, coef):
+def test_router_loss_joins_the_loss_as_transformers_adds_it(moe_dir, loaded_once, tmp_path, coef):
     metrics, samples, stage = first_step(moe_dir, tmp_path, batch_size=2, router_aux_loss_coef=coef)
     ce, aux, _ = transformers_loss(moe_dir, stage.collate(samples, pad_id=0))
 
@@ -56,7 +72,7 @@ def test_router_loss_joins_the_loss_as_transformers_adds_it(moe_dir, tmp_path, c
         assert "aux_loss" not in metrics
 
 
-def test_router_loss_is_weighted_by_each_micro_batch_target_tokens(moe_dir, tmp_path):
+def test_router_loss_is_weighted_by_each_micro_batch_target_tokens(moe_dir, loaded_once, tmp_path):
     metrics, samples, stage = first_step(moe_dir, tmp_path, batch_size=1, grad_accum=2)
     units = [sample.num_targets for sample in samples]
     per_sample = [transformers_loss(moe_dir, stage.collate([sample], pad_id=0)) for sample in samples]
