@@ -126,3 +126,12 @@ def test_estimate_counts_total_and_active_parameters(tmp_path):
     assert active == total - real["num_hidden_layers"] * idle_experts * expert
     assert round(total / 1e9, 1) == 30.5 and abs(active / 1e9 - 3.3) < 0.1  # Qwen's card: 30.5B, 3.3B activated
     assert f"active params per token (MoE): {active:,}" in estimate.report()
+
+
+def test_llamafactory_moe_aux_loss_coef_becomes_the_router_loss_weight():
+    from tunesmith.config.llamafactory import translate
+
+    translation = translate({"model_name_or_path": "Qwen/Qwen3-30B-A3B", "moe_aux_loss_coef": 0.01})
+
+    assert translation.config["train"]["router_aux_loss_coef"] == 0.01
+    assert translation.applied["moe_aux_loss_coef"] == "train.router_aux_loss_coef"
