@@ -32,13 +32,14 @@ class ModelConfig(Group):
         "on a GPU that supports it, else float16. Trainable weights are always float32 master weights."
     )
     template: Annotated[str, PathField("name")] = Field(
-        "auto", description="Chat template: 'auto' uses the tokenizer's own; a name picks a built-in one."
+        "auto", description="Chat template: 'auto' uses the tokenizer's own; a name picks a built-in one; a "
+        "LLaMA-Factory template name maps to a built-in or the tokenizer's own (table: data/lf_templates.yaml)."
     )
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with the model. Off unless you trust the model's source."
     )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
-        "auto", description="Attention kernel. auto: sdpa."
+        "auto", description="Attention kernel. auto: sdpa where the architecture supports it, else eager."
     )
     quantization_bit: Literal[4, 8] | None = Field(
         None, description="Load the base weights quantized to 4 or 8 bits with bitsandbytes (for method.kind: "
@@ -59,6 +60,11 @@ class LoraConfig(Group):
     targets: Union[Literal["all-linear"], list[str]] = Field(
         "all-linear",
         description="Modules to adapt: 'all-linear' (every linear layer but the output head) or a list of names.",
+    )
+    target_parameters: list[str] = Field(
+        default_factory=list,
+        description="Parameters (not modules) to adapt, by name or name ending, e.g. [mlp.experts.gate_up_proj, "
+        "mlp.experts.down_proj]: the fused 3-D expert weights of MoE models such as Qwen3-MoE.",
     )
     dora: bool = Field(False, description="DoRA: learn each weight's magnitude apart from its LoRA direction.")
     rslora: bool = Field(False, description="rsLoRA: scale the update by alpha / sqrt(rank) instead of alpha / rank.")
@@ -314,6 +320,10 @@ class TrainConfig(Group):
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: much less memory, about 30% slower."
+    )
+    router_aux_loss_coef: float | None = Field(
+        None, ge=0, description="Mixture-of-experts models: weight of the router's load-balancing loss, added to "
+        "the training loss and logged as aux_loss; null takes the model config's router_aux_loss_coef; 0 turns it off."
     )
     neftune_alpha: float | None = Field(
         None, gt=0, description="NEFTune: add uniform noise of scale alpha/sqrt(length*hidden) to the input "

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from tunesmith.config.schema import RunConfig
 from tunesmith.model.activations import LayerShape, activation_bytes, graph_layer_count
 from tunesmith.model.methods import ParamCount, apply_method, count_parameters
+from tunesmith.model.moe import active_parameters
 
 GIB = 1024**3
 LOGIT_BYTES = 12  # per target position and vocabulary entry, see the module docstring
@@ -45,12 +46,16 @@ class MemoryEstimate:
     peak: float
     tokens: int  # per micro-batch
     summary: str  # the settings the estimate assumed, in words
+    active_params: int | None = None  # MoE: the base model's parameters one token passes through
 
     def report(self) -> str:
         rows = [("weights", self.weights), ("gradients", self.gradients), ("optimizer states", self.optimizer),
                 ("activations", self.activations), ("output head (logits)", self.logits),
                 ("peak (estimate)", self.peak)]
-        lines = [str(self.params), self.summary]
+        lines = [str(self.params)]
+        if self.active_params is not None:
+            lines.append(f"active params per token (MoE): {self.active_params:,}")
+        lines.append(self.summary)
         lines += [f"  {name:<22}{value / GIB:10.2f} GiB" for name, value in rows]
         return "\n".join(lines)
 
@@ -67,6 +72,7 @@ def estimate_memory(config: RunConfig) -> MemoryEstimate:
     weight_dtype = plan.frozen_dtype
     compute_bytes = plan.compute_dtype.itemsize
     model = build_meta_model(hf_config, plan.load_dtype)
+    active = active_parameters(model, sum(param.numel() for param in model.parameters()))
     quantized = _quantized_weights(model) if config.model.quantization_bit else {}
     # On meta a quantized base has the same parameters as an unquantized one; peft counts them the same.
     method = config.method.model_copy(update={"kind": "lora"}) if config.method.kind == "qlora" else config.method
@@ -95,7 +101,7 @@ def estimate_memory(config: RunConfig) -> MemoryEstimate:
                f"batch {config.train.batch_size} x {config.data.max_length} tokens, gradient checkpointing "
                f"{'on' if checkpointing else 'off'}:")
     return MemoryEstimate(count_parameters(model), weights, gradients, optimizer, activations, logits, peak,
-                          tokens, summary)
+                          tokens, summary, active)
 
 
 def read_model_config(model_config):

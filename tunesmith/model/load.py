@@ -145,7 +145,8 @@ def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSourc
     from tunesmith.model.quantize import quantization_kwargs
 
     source = source or resolve_source(config)
-    attn = "sdpa" if config.attn_implementation == "auto" else config.attn_implementation
+    # auto: transformers' own choice, sdpa where the architecture supports it (Gemma 2's softcapping needs eager)
+    attn = None if config.attn_implementation == "auto" else config.attn_implementation
     dtype = dtype or inference_dtype(config.dtype, DeviceCaps.detect(device_type))
     placement = quantization_kwargs(config, dtype, device_type)
     if device is not None and not placement:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from tunesmith.config.schema import TrainConfig
 from tunesmith.dist.collectives import global_sums, global_tensor_sum, gradient_scale
 from tunesmith.dist.deepspeed import uses_deepspeed
+from tunesmith.model.moe import RouterLoss
 from tunesmith.train.batches import BatchStream
 from tunesmith.train.checkpoint import load_checkpoint, load_engine_checkpoint, save_checkpoint, save_engine_checkpoint
 from tunesmith.train.metrics import MetricsLog
@@ -58,6 +59,7 @@ class Trainer:
 
             add_neftune_noise(model, train.neftune_alpha)
         optimizer = build_optimizer(model, train)
+        self.router_loss = RouterLoss(model, train.router_aux_loss_coef)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.scheduler = build_scheduler(self.optimizer, train, self.total_steps * stage.updates_per_window)
         self.metrics = MetricsLog(run_dir, enabled=accelerator.is_main_process, sinks=sinks)
@@ -139,8 +141,10 @@ class Trainer:
             # accumulation boundary is not reached until the window's last one (the accelerator's
             # gradient_accumulation_steps is train.grad_accum, see dist/accelerator.py).
             with self.accelerator.accumulate(self.model):
-                with self.accelerator.autocast():
+                with self.accelerator.autocast(), self.router_loss.recording() as router:
                     batch_loss, batch_metrics = self.stage.loss(self.model, device_batch)
+                batch_loss, batch_metrics = router.add_to(batch_loss, batch_metrics, self.stage.count_units(batch),
+                                                          device_batch)
                 self.accelerator.backward(batch_loss * scale)
             loss_sum += batch_loss.detach()
             for key, value in batch_metrics.items():
