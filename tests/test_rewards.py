@@ -146,7 +146,7 @@ def test_reading_a_config_never_runs_its_reward_code(tmp_path):
 def test_the_web_ui_passes_built_in_rewards_and_refuses_reward_code():
     from tunesmith.webui.tool_actions import reward_flags
 
-    assert reward_flags(["accuracy", "format"]) == ["--reward", "accuracy", "--reward", "format"]
+    assert reward_flags(["accuracy", "format"]) == ["--rewards", "accuracy", "format"]
     with pytest.raises(TunesmithError, match="the web UI does not run reward code"):
         reward_flags(["accuracy", "mine.py:score"])
 
