@@ -7,6 +7,7 @@ Every weight of the model must have a rule; one without is an error naming it, n
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,12 +35,39 @@ def tensor_plan(arch: GgufArchitecture, source: "TensorSource") -> list[PlannedT
     if needs_rope_freqs(arch):
         factors = llama3_rope_factors(arch)
         plan.append(PlannedTensor(ROPE_FREQS, factors.shape, lambda: factors))
+    experts = _expert_groups(source.names())
     for hf_name in source.names():
         if hf_name == "lm_head.weight" and arch.config.tie_word_embeddings:
             continue  # a GGUF without output.weight reuses token_embd, as the tied model does
-        plan.extend(_planned(arch, names, source, hf_name))
+        stacked = next((group for group, members in experts.items() if hf_name in members), None)
+        if stacked is None:
+            plan.extend(_planned(arch, names, source, hf_name))
+        elif hf_name == experts[stacked][0]:
+            plan.append(_stacked(arch, names, source, stacked, experts[stacked]))
     _check_vocab_rows(arch, plan)
     return plan
+
+
+_EXPERT = re.compile(r"(.*\.experts)\.(\d+)\.(\w+)\.weight")
+
+
+def _expert_groups(hf_names: list[str]) -> dict[str, list[str]]:
+    """Per-expert matrices as checkpoints store them (experts.3.up_proj.weight), grouped under the fused
+    name llama.cpp stores them as one 3-D tensor (experts.up_proj), in expert order."""
+    groups: dict[str, dict[int, str]] = {}
+    for hf_name in hf_names:
+        match = _EXPERT.fullmatch(hf_name)
+        if match:
+            groups.setdefault(f"{match.group(1)}.{match.group(3)}", {})[int(match.group(2))] = hf_name
+    return {group: [members[index] for index in sorted(members)] for group, members in groups.items()}
+
+
+def _stacked(arch: GgufArchitecture, names, source: "TensorSource", group: str, members: list[str]):
+    import numpy as np
+
+    shape = (len(members), *source.shape(members[0]))
+    return PlannedTensor(_gguf_name(arch, names, group), shape,
+                         lambda: np.stack([source.read(member) for member in members]))
 
 
 def _planned(arch: GgufArchitecture, names, source: "TensorSource", hf_name: str) -> list[PlannedTensor]:
@@ -66,6 +94,8 @@ def _split_rule(arch: GgufArchitecture, hf_name: str) -> list[str] | None:
 
 def _gguf_name(arch: GgufArchitecture, names, hf_name: str) -> str:
     gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+    if gguf_name is not None and not gguf_name.endswith((".weight", ".bias")):
+        gguf_name += ".weight"  # a bare parameter (fused experts) is llama.cpp's weight
     if gguf_name is None:
         raise TunesmithError(
             f"GGUF export has no llama.cpp name for tensor {hf_name} of this {arch.config.model_type} model "
