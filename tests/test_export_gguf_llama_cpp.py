@@ -4,6 +4,7 @@ tokenizer does and greedily continues prompts as the Hugging Face model does."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ TEXTS = ["Hello world, this is plain ASCII.", "你好，世界！今天天气很
          "def add(a, b):\n    return a + b  # code\n", "   three leading spaces\tand a tab", " one leading space"]
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "你好"]
 NEW_TOKENS = 16
-MARGIN = 1e-3  # random tiny models have near-flat logits: compare only where HF's top-1 is clear
+# Random tiny models have near-flat logits: compare only where HF's top-1 is clear. Not 1e-3: llama.cpp's
+# f32 CPU kernels sum in another order than PyTorch, and a Qwen2 step with a 1.2e-3 margin flipped.
+MARGIN = 5e-3
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +49,22 @@ def special_text(tokenizer) -> str:
 
 
 def hf_tokens(tokenizer, text: str) -> list[int]:
-    """The HF tokenizer's ids for `text` as llama.cpp should produce them. One known difference: for a
-    SentencePiece-style vocabulary, SentencePiece and llama.cpp always put "▁" before the text, while
-    transformers 5 (Metaspace, prepend_scheme "always") skips it when the text already starts with a space;
-    one more leading space gives HF the same string to split."""
+    """The HF tokenizer's ids for `text` as llama.cpp should produce them. For a SentencePiece-style
+    vocabulary llama.cpp, like SentencePiece, starts each stretch of text between special tokens as a new
+    text with its "▁" prefix, even one that begins with a space; transformers 5's Metaspace skips the
+    prefix before a leading space, and with prepend_scheme "first" after special tokens too. So each
+    stretch is tokenized alone, a leading space doubled: the string SentencePiece splits."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    if vocab_kind(spec) == "llama" and adds_space_prefix(spec) and text[:1] == " ":
-        text = " " + text
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not (vocab_kind(spec) == "llama" and adds_space_prefix(spec)):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    specials = sorted(tokenizer.all_special_tokens, key=len, reverse=True)
+    ids = []
+    for piece in re.split(f"({'|'.join(map(re.escape, specials))})", text):
+        if piece in specials:
+            ids.append(tokenizer.convert_tokens_to_ids(piece))
+        elif piece:
+            ids += tokenizer((" " if piece[0] == " " else "") + piece, add_special_tokens=False)["input_ids"]
+    return ids
 
 
 def greedy_with_margins(model, prompt: list[int], steps: int) -> tuple[list[int], list[float]]:
@@ -69,10 +80,10 @@ def greedy_with_margins(model, prompt: list[int], steps: int) -> tuple[list[int]
     return tokens, margins
 
 
-def compared_prefix(expected: list[int], margins: list[float], got: list[int]) -> int:
+def compared_prefix(expected: list[int], margins: list[float], got: list[int], margin: float = MARGIN) -> int:
     """Asserts llama.cpp's tokens equal HF's up to the first step whose margin is too small to decide;
     returns how many tokens were compared."""
-    decided = next((step for step, margin in enumerate(margins) if margin <= MARGIN), len(margins))
+    decided = next((step for step, gap in enumerate(margins) if gap <= margin), len(margins))
     assert got[:decided] == expected[:decided], f"llama.cpp {got} vs HF {expected} (margins {margins})"
     return decided
 

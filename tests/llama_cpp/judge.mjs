@@ -18,7 +18,10 @@ const tokens = request.texts.map((text) => Array.from(model.tokenize(text, true)
 const continuations = [];
 for (const prompt of request.prompts) {
   // a fresh context per prompt: nothing of one prompt's cache can leak into the next
-  const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
+  const context = await model.createContext({
+    contextSize: 256, batchSize: 256, threads: 2,
+    experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32", // f16 would round what f32 files keep
+  });
   const sequence = context.getSequence();
   const generated = [];
   for await (const token of sequence.evaluate(prompt, { temperature: 0, yieldEogToken: true })) {

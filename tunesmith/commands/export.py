@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-GGUF_KINDS = "f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0"
+GGUF_KINDS = "f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q4_k_m, q4_k_s, q5_1, q5_0, q4_1, q4_0"
 
 
 def register(subparsers) -> None:
