@@ -93,7 +93,8 @@ def test_mixes_follow_llama_cpp_per_tensor_choices():
 def k_model(tmp_path_factory):
     """A tiny Qwen3 whose rows are whole K blocks (hidden 256, intermediate 512), so no fallback types."""
     folder = tmp_path_factory.mktemp("k-qwen3")
-    return build_family("qwen3", folder, seed=1, hidden_size=256, intermediate_size=512, head_dim=64,
+    # head_dim 128: transformers reads a qwen3 GGUF with the default head_dim, not attention.key_length
+    return build_family("qwen3", folder, seed=1, hidden_size=256, intermediate_size=512, head_dim=128,
                         initializer_range=0.05)
 
 
