@@ -14,8 +14,9 @@ from test_export_gguf_llama_cpp import compared_prefix, greedy_with_margins, wri
 # llama.cpp tests/test-quantize-fns.cpp: 32 * 128 values of 0.1 + 2 cos(i + offset), and the largest total
 # error it accepts (its array_rmse: sqrt of the summed squared error, divided by the count).
 TEST_SIZE = 32 * 128
+PROBES = ("Hello there", "1, 2, 3,", "The weather today", "Once upon a time", "def main():", "Paris is")
 MAX_TOTAL_ERROR = 0.002
-# Fractions of a tensor's spread that a round trip may miss by: each format's step size over its range.
+# Fractions of a tensor's spread that a round trip may miss by: about one step of each format's grid.
 RELATIVE_BOUND = {"Q4_K": 0.1, "Q5_K": 0.05, "Q6_K": 0.025}
 
 
@@ -91,43 +92,45 @@ def test_mixes_follow_llama_cpp_per_tensor_choices():
 
 @pytest.fixture(scope="module")
 def k_model(tmp_path_factory):
-    """A tiny Qwen3 whose rows are whole K blocks (hidden 256, intermediate 512), so no fallback types."""
-    folder = tmp_path_factory.mktemp("k-qwen3")
-    # head_dim 128: transformers reads a qwen3 GGUF with the default head_dim, not attention.key_length
-    return build_family("qwen3", folder, seed=1, hidden_size=256, intermediate_size=512, head_dim=128,
+    """A tiny Mistral (llama graph, 32k vocabulary) whose rows are whole K blocks: no fallback types."""
+    folder = tmp_path_factory.mktemp("k-mistral")
+    return build_family("mistral", folder, seed=1, hidden_size=256, intermediate_size=512, head_dim=64,
                         initializer_range=0.05)
 
 
-@pytest.mark.parametrize("kind", ["q4_k_m", "q5_k_m", "q6_k"])
-def test_k_quant_file_reads_back_close_to_the_model(k_model, kind, tmp_path):
-    """transformers dequantizes our file with gguf's decoders: logits near the float model's."""
+def test_k_quant_files_read_back_closer_than_legacy_quants(k_model, tmp_path):
+    """transformers dequantizes our files with gguf's decoders. q4_k_m must beat q4_0 (the gguf package's own
+    4-bit encoder, with embeddings and head at q8_0), and finer kinds must come closer to the float model."""
     from gguf import GGUFReader
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = write_gguf_for(k_model, kind, tmp_path)
-    types = {tensor.name: tensor.tensor_type.name for tensor in GGUFReader(gguf).tensors}
-    assert types["blk.0.attn_q.weight"] == {"q4_k_m": "Q4_K", "q5_k_m": "Q5_K", "q6_k": "Q6_K"}[kind]
-    assert types["output.weight"] == "Q6_K"
-    ids = AutoTokenizer.from_pretrained(k_model)("The capital of France is Paris.")["input_ids"]
+    ids = torch.tensor([AutoTokenizer.from_pretrained(k_model)("The capital of France is Paris.")["input_ids"]])
     with torch.no_grad():
-        expected = AutoModelForCausalLM.from_pretrained(k_model, dtype=torch.float32)(torch.tensor([ids])).logits
-        got = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)(
-            torch.tensor([ids])).logits
-    spread = expected.abs().max().item()
-    assert (got - expected).abs().max().item() < {"q4_k_m": 0.15, "q5_k_m": 0.08, "q6_k": 0.04}[kind] * spread
+        expected = AutoModelForCausalLM.from_pretrained(k_model, dtype=torch.float32)(ids).logits
+    error = {}
+    for kind in ("q4_0", "q4_k_m", "q5_k_m", "q6_k"):
+        gguf = write_gguf_for(k_model, kind, tmp_path / kind)
+        types = {tensor.name: tensor.tensor_type.name for tensor in GGUFReader(gguf).tensors}
+        assert types["blk.0.attn_q.weight"] == {"q4_0": "Q4_0", "q4_k_m": "Q4_K", "q5_k_m": "Q5_K", "q6_k": "Q6_K"}[kind]
+        with torch.no_grad():
+            got = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)(ids).logits
+        error[kind] = ((got - expected).pow(2).mean().sqrt() / expected.pow(2).mean().sqrt()).item()
+    print("relative rms logit error:", {kind: round(value, 4) for kind, value in error.items()})
+    assert error["q6_k"] < error["q5_k_m"] < error["q4_k_m"] < error["q4_0"]
+    assert error["q6_k"] < 0.1
 
 
 def test_llama_cpp_runs_a_q4_k_m_file_as_gguf_decodes_it(k_model, tmp_path):
-    """llama.cpp's greedy tokens on our q4_k_m file equal those of the same file dequantized by gguf:
-    both sides read the same packed blocks the same way."""
+    """llama.cpp loads our q4_k_m file and its greedy tokens equal those of the same file dequantized by
+    gguf wherever the top-1 is clear (llama.cpp rounds activations to 8 bits, so a looser margin)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = write_gguf_for(k_model, "q4_k_m", tmp_path)
-    prompts = [AutoTokenizer.from_pretrained(k_model)(text)["input_ids"] for text in ("Hello there", "1, 2, 3,")]
-    answer = judge(node_modules(), gguf, [], prompts, 8)
+    prompts = [AutoTokenizer.from_pretrained(k_model)(text)["input_ids"] for text in PROBES]
+    answer = judge(node_modules(), gguf, [], prompts, 4)
     decoded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
     compared = 0
     for prompt, got in zip(prompts, answer["continuations"]):
-        expected, margins = greedy_with_margins(decoded, prompt, 8)
-        compared += compared_prefix(expected, margins, got, margin=0.05)  # llama.cpp rounds activations to 8 bits
-    assert compared >= 4
+        expected, margins = greedy_with_margins(decoded, prompt, 4)
+        compared += compared_prefix(expected, margins, got, margin=0.05)
+    assert compared >= 2
