@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite, from a fresh checkout: installs what it needs, then runs pytest offline.
+# The test suite, from a fresh checkout: installs what it needs (at the tested versions), then runs pytest
+# offline. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
@@ -18,6 +19,6 @@ fi
 llama_cpp="${XDG_CACHE_HOME:-$HOME/.cache}/tunesmith-tests/node-llama-cpp-3.21.1"
 [ -f "$llama_cpp/node_modules/node-llama-cpp/package.json" ] ||
   npm install --prefix "$llama_cpp" -E node-llama-cpp@3.21.1 --no-audit --no-fund
-. .venv/bin/activate
+. "${TUNESMITH_VENV:-.venv}/bin/activate"
 export HF_HUB_OFFLINE=1
 exec python -m pytest -q "$@"
