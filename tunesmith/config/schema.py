@@ -382,7 +382,8 @@ class EvalConfig(Group):
         return self
 
 
-GgufKind = Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]
+GgufKind = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s",
+                   "q5_1", "q5_0", "q4_1", "q4_0"]
 
 
 class ExportConfig(Group):
@@ -396,8 +397,9 @@ class ExportConfig(Group):
         description="Largest safetensors shard, e.g. 5GB (decimal units) or 4GiB (binary units).",
     )
     gguf: list[GgufKind] = Field(
-        default_factory=list, description="GGUF files to write beside the merged model, one per kind "
-        "(q4_* / q5_* keep the embeddings and output head at q8_0). A comma-separated string is accepted.",
+        default_factory=list, description="GGUF files to write beside the merged model, one per kind. K-quants "
+        "(q4_k_m, q5_k_m, ...) follow llama.cpp's per-tensor mix; q4_0 / q4_1 / q5_0 / q5_1 keep the embeddings "
+        "and output head at q8_0. A comma-separated string is accepted.",
     )
     ollama: bool = Field(True, description="Write an Ollama Modelfile next to the first GGUF file.")
     overwrite: bool = Field(False, description="Replace an existing, non-empty export folder instead of refusing.")

@@ -106,15 +106,18 @@ def _destination(settings: ExportConfig, run_dir: Path) -> Path:
 
 
 def _check_gguf_support(run_dir: Path, base_location: str, tokenizer) -> None:
-    import json
-
+    """Architecture, vocabulary and every tensor name, checked on the run or base folder before merging."""
     from transformers import AutoConfig
 
     from tunesmith.export.gguf_arch import gguf_architecture
-    from tunesmith.export.gguf_vocab import pretokenizer_name
+    from tunesmith.export.gguf_tensors import TensorSource, tensor_plan
+    from tunesmith.export.gguf_vocab import check_vocab
 
-    gguf_architecture(AutoConfig.from_pretrained(run_dir if (run_dir / "config.json").is_file() else base_location))
-    pretokenizer_name(json.loads(tokenizer.backend_tokenizer.to_str()))
+    folder = run_dir if (run_dir / "config.json").is_file() else Path(base_location)
+    arch = gguf_architecture(AutoConfig.from_pretrained(folder))
+    check_vocab(tokenizer, arch.config.vocab_size)
+    if any(folder.glob("*.safetensors")):  # a hub id is checked when the merged folder is written
+        tensor_plan(arch, TensorSource(folder))
 
 
 def _run_tokenizer(run_dir: Path):
