@@ -95,14 +95,14 @@ def test_kill_during_save_leaves_the_newest_listed_checkpoint_loadable(tiny_mode
 
     saves = []
 
-    def rng_state_then_die():  # the third save dies after its weights, optimizer and scheduler are written
+    def publish_or_die(*args, **kwargs):  # the third save dies once its files are written, before its rename
         saves.append(len(saves) + 1)
         if len(saves) == 3:
             raise Killed
-        return real_rng_state()
+        return real_publish(*args, **kwargs)
 
-    real_rng_state = checkpoint.get_rng_state
-    monkeypatch.setattr(checkpoint, "get_rng_state", rng_state_then_die)
+    real_publish = checkpoint._publish
+    monkeypatch.setattr(checkpoint, "_publish", publish_or_die)
     raw = tiny_run_config(tiny_model_dir, identity_dir, tmp_path / "run", method={"kind": "full"},
                           train={"max_steps": 10, "save_steps": 1, "save_total_limit": 2})
     config = validate_config(raw)

@@ -89,11 +89,12 @@ def resume_training(ctx: WebuiContext, run_name: str) -> Job:
         raise TunesmithError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); type the run name of an earlier run")
     if not list_checkpoints(run_dir):
         raise TunesmithError(f"{run_dir} has no checkpoint to resume from; runs save them every train.save_steps")
-    stage = load_config(config_path).stage
-    refuse_reward_code(stage.grpo.reward_funcs if stage.kind == "grpo" else [], f"tunesmith train {config_path} "
+    saved = config_path(run_dir)
+    stage = load_config(saved).stage
+    refuse_reward_code(stage.grpo.reward_funcs if stage.kind == "grpo" else [], f"tunesmith train {saved} "
                        "train.resume=auto")
     _refuse_if_busy(ctx)
-    return ctx.jobs.start("train", train_argv(config_path(run_dir), "train.resume=auto"), run_dir=run_dir)
+    return ctx.jobs.start("train", train_argv(saved, "train.resume=auto"), run_dir=run_dir)
 
 
 def _refuse_if_busy(ctx: WebuiContext) -> None:
