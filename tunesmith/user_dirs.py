@@ -10,8 +10,8 @@ from pathlib import Path
 
 def cache_dir() -> Path:
     """Read at each call, not at import, so that XDG_CACHE_HOME can move it (a test session's temp folder)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunesmith"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunesmith"  # env-ok: XDG base dirs
 
 
 def config_dir() -> Path:
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "tunesmith"
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "tunesmith"  # env-ok: XDG base dirs

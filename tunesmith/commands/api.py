@@ -41,7 +41,7 @@ def run(args) -> int:
 
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         raise TunesmithError("the API server needs fastapi and uvicorn: pip install 'tunesmith[serve]'")
-    api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
+    api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None  # env-ok: a secret kept out of ps and history
     if not is_loopback(args.host) and not api_key:
         raise TunesmithError(
             f"binding {args.host} without an API key would let anyone who can reach it use the model; "

@@ -45,7 +45,7 @@ def login_from(args) -> tuple[str, str] | None:
         except OSError as err:
             raise TunesmithError(f"--auth-file {args.auth_file}: cannot read it ({err.strerror}); fix the path") from None
         return parse_auth(lines[0].strip() if lines else "")
-    return parse_auth(args.auth if args.auth is not None else os.environ.get(AUTH_VARIABLE) or None)
+    return parse_auth(args.auth if args.auth is not None else os.environ.get(AUTH_VARIABLE) or None)  # env-ok: secret
 
 
 def refuse_open_without_login(host: str, share: bool, auth) -> None:
