@@ -114,10 +114,10 @@ def test_each_completion_draws_from_its_own_stream(tiny_model_dir):
     model, tokenizer = load_model(config).eval(), load_tokenizer(config)
     grpo = GrpoConfig(num_generations=3, max_new_tokens=6)
     prompt_a, prompt_b = [1, 2, 3, 4], [5, 6, 7, 8]
-    together = sample_completions(model, tokenizer, [prompt_a, prompt_b], [0, 7], grpo, 1, 3, [0])
-    alone = sample_completions(model, tokenizer, [prompt_b], [7], grpo, 1, 3, [0])
+    together = sample_completions(model, tokenizer, [prompt_a, prompt_b], [0, 7], grpo, 3, 1, 3, [0])
+    alone = sample_completions(model, tokenizer, [prompt_b], [7], grpo, 3, 1, 3, [0])
     assert [r.token_ids for r in together[3:]] == [r.token_ids for r in alone]
-    later = sample_completions(model, tokenizer, [prompt_b], [7], grpo, 1, 4, [0])
+    later = sample_completions(model, tokenizer, [prompt_b], [7], grpo, 3, 1, 4, [0])
     assert [r.token_ids for r in later] != [r.token_ids for r in alone]
 
 

@@ -1,5 +1,5 @@
 """PPO on the tiny model: a scripted reward rises; a reward model saved by the rm stage loads as the scorer;
-every method runs two steps."""
+every method runs two steps; eval is the mean reward of the validation prompts and early stopping maximises it."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_scripted_reward_rises(peaked_model_dir, reward_run, tmp_path):
     stage, trainer, _, _, _ = build(peaked_model_dir, tmp_path, same_prompt,
                                     ppo_settings(reward_run, max_new_tokens=3, kl_coef=0.0),
                                     method="lora", max_steps=8, batch_size=8, lr=1e-2)
-    first = stage.rollout(trainer.model, trainer.stream.collate(trainer.stream.samples))
+    first = stage.rollout(trainer.model, trainer.stream.collate(trainer.stream.samples), 0)
     target = Counter(first["reply"].flatten().tolist()).most_common(1)[0][0]
     stage.scorer = TokenCountReward(target)  # replaces the reward model: reward = share of target tokens
     trainer.run()
@@ -123,3 +123,43 @@ def test_ppo_run_resumed_from_a_checkpoint_matches_an_uninterrupted_run(tiny_mod
     for file in (weights, VALUE_HEAD_FILE):
         want, got = load_file(straight / file), load_file(resumed / file)
         assert want.keys() == got.keys() and all(want[name].equal(got[name]) for name in want), file
+
+
+class ConstantReward:
+    def __call__(self, prompts, reply, reply_mask):
+        return torch.full((reply.shape[0],), 0.5)
+
+
+def test_eval_is_the_mean_score_of_the_validation_prompts_whatever_the_batch(tiny_model_dir, reward_run, tmp_path):
+    """Each validation prompt's reply is drawn from its own stream: scored in batches of 3 or one at a time,
+    the mean is the same, and the training stream is left where it was."""
+    stage, trainer, data, _, _ = build(tiny_model_dir, tmp_path, prompts(6), ppo_settings(reward_run))
+    state = torch.get_rng_state()
+    batched = stage.evaluate(trainer.model, data.train, 3)
+    alone = [stage.evaluate(trainer.model, [sample], 1)["eval_reward"] for sample in data.train]
+    assert torch.get_rng_state().equal(state)
+    assert batched["eval_reward"] == pytest.approx(sum(alone) / len(alone), abs=1e-5)
+
+
+def test_early_stopping_follows_the_eval_reward(tiny_model_dir, reward_run, tmp_path):
+    stage, trainer, data, _, _ = build(tiny_model_dir, tmp_path, prompts(6), ppo_settings(reward_run),
+                                       max_steps=6, eval_steps=1, early_stopping_patience=2)
+    trainer.val = data.train[:2]
+    stage.scorer = ConstantReward()  # never better than the first evaluation
+    trainer.run()
+    logged = read_metrics(tmp_path / "run")
+    assert [record["eval_reward"] for record in logged if "eval_reward" in record] == [0.5, 0.5, 0.5]
+    assert max(record["step"] for record in logged) == 3
+
+
+def test_ppo_with_a_validation_split_through_train(tiny_model_dir, reward_run, identity_dir, tmp_path):
+    from conftest import tiny_run_config
+    from tunesmith.config.load import validate_config
+    from tunesmith.train.run import train
+
+    raw = tiny_run_config(tiny_model_dir, identity_dir, tmp_path / "run", stage=ppo_settings(reward_run),
+                          data={"max_samples": 6, "cache": False, "val_size": 2},
+                          train={"max_steps": 2, "batch_size": 2, "eval_steps": 1})
+    evals = [record for record in read_metrics(train(validate_config(raw))) if "eval_reward" in record]
+    assert [record["step"] for record in evals] == [1, 2]
+    assert all(math.isfinite(record["eval_reward"]) for record in evals)

@@ -117,7 +117,7 @@ class GrpoStage(Stage):
     def _rollout(self, policy, batch: dict, step) -> dict:
         grpo, tokenizer = self.config.grpo, self.template.tokenizer
         results = rollouts.sample_completions(policy, tokenizer, batch["prompt_ids"], batch["index"], grpo,
-                                              self.seed, step, self.template.stop_token_ids())
+                                              grpo.num_generations, self.seed, step, self.template.stop_token_ids())
         group = grpo.num_generations
         prompts = [p for p in batch["prompts"] for _ in range(group)]
         columns = {key: [c[key] for c in batch["columns"] for _ in range(group)] for key in batch["columns"][0]}

@@ -1,4 +1,6 @@
-"""GRPO rollouts: G completions per prompt from the inference engine's batched decoder, laid out as tensors.
+"""Online rollouts (grpo, and ppo with one reply per prompt): completions from the inference engine's batched
+decoder, laid out as tensors. `sample_completions` is the one place training generates: a faster backend (vLLM)
+plugs in there.
 
 Each completion samples from its own random stream, seeded from (run seed, step, prompt index, generation
 index): a resumed run and a run split over any number of processes draw exactly the same completions.
@@ -20,12 +22,13 @@ def generation_seed(seed: int, step: int | str, prompt_index: int, generation: i
     return int.from_bytes(digest, "little") >> 1
 
 
-def sample_completions(policy, tokenizer, prompts: list[list[int]], indexes: list[int], grpo, seed: int,
-                       step: int | str, stop_ids: list[int]) -> list:
-    """DecodeResults, G per prompt, prompt i's at rows i*G .. i*G+G-1. Call with the policy in eval mode."""
-    settings = dict(max_new_tokens=grpo.max_new_tokens, temperature=grpo.temperature, top_p=grpo.top_p)
+def sample_completions(policy, tokenizer, prompts: list[list[int]], indexes: list[int], sampling, group: int,
+                       seed: int, step: int | str, stop_ids: list[int]) -> list:
+    """DecodeResults, `group` per prompt, prompt i's at rows i*group .. i*group+group-1; `sampling` is the stage's
+    settings (max_new_tokens, temperature, top_p). Call with the policy in eval mode."""
+    settings = dict(max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p)
     requests = [DecodeRequest(ids, GenerationSettings(**settings, seed=generation_seed(seed, step, index, g)))
-                for ids, index in zip(prompts, indexes) for g in range(grpo.num_generations)]
+                for ids, index in zip(prompts, indexes) for g in range(group)]
     return decode_batch(policy, tokenizer, requests, stop_ids, max_context=None)
 
 

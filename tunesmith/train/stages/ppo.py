@@ -20,16 +20,18 @@ from tunesmith.train.stages import ppo_rollout as rollouts
 from tunesmith.train.stages.base import Stage, require_whole_policy
 
 PROMPT = "prompt"  # meta: (messages, tools) of the prompt, for the reward model to re-render
+INDEX = "index"  # meta: the prompt's number in its split, which seeds its replies' random streams
 
 
 class PpoStage(Stage):
     name = "ppo"
     record_kind = "conversation"  # prompts: every message before the last assistant reply
+    eval_metric, eval_higher_is_better = "eval_reward", True
 
     def __init__(self, config=None):
         super().__init__(config)
         self.reference = self.scorer = self.normalizer = None
-        self.stop_ids, self.pad_id = [], 0
+        self.stop_ids, self.tokenizer, self.seed = [], None, 0
 
     def encode(self, record, template, data):
         messages = list(record.messages)
@@ -50,7 +52,8 @@ class PpoStage(Stage):
             input_ids[row, width - len(sample.input_ids):] = torch.tensor(sample.input_ids)
             attention_mask[row, width - len(sample.input_ids):] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "prompts": [sample.meta[PROMPT] for sample in samples]}
+                "prompts": [sample.meta[PROMPT] for sample in samples],
+                "index": [sample.meta.get(INDEX, 0) for sample in samples]}
 
     @property
     def updates_per_window(self) -> int:
@@ -61,9 +64,6 @@ class PpoStage(Stage):
         if config.train.grad_accum > 1:
             raise TunesmithError("stage ppo takes one rollout batch per step and does not accumulate; set "
                                  "train.grad_accum: 1 and raise train.batch_size for larger rollouts")
-        if data.val:
-            raise TunesmithError("stage ppo has no evaluation yet (its reward normaliser would learn from the "
-                                 "validation prompts); set data.val_size: 0")
 
     def count_units(self, batch):
         """Prompts of a prompt batch; reply tokens of a rollout."""
@@ -75,11 +75,14 @@ class PpoStage(Stage):
         from tunesmith.data.template import ChatTemplate
         from tunesmith.model.load import load_tokenizer
 
+        for samples in (data.train, data.val):
+            for index, sample in enumerate(samples):
+                sample.meta[INDEX] = index
         truncated = sum(1 for sample in data.train + data.val if sample.meta.get("prompt_truncated"))
         if truncated:
             print(f"ppo: {truncated} prompts truncated from the left to fit data.max_length")
         template = ChatTemplate(load_tokenizer(config.model), config.model.template)
-        self.stop_ids, self.pad_id = template.stop_token_ids(), template.tokenizer.pad_token_id
+        self.stop_ids, self.tokenizer, self.seed = template.stop_token_ids(), template.tokenizer, config.train.seed
         self.reference = Reference(model).to(device)
         self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device,
                                          config.model.trust_remote_code)
@@ -91,7 +94,7 @@ class PpoStage(Stage):
         (batch,) = batches
         device = next(unwrap(model).parameters()).device
         rollout = self.rollout(model, {key: value.to(device) if torch.is_tensor(value) else value
-                                       for key, value in batch.items()}, self.accelerator)
+                                       for key, value in batch.items()}, step, self.accelerator)
         return [rollout], rollout.pop("stats")
 
     def state_dict(self) -> dict:
@@ -101,7 +104,7 @@ class PpoStage(Stage):
         self.normalizer.load(state["reward_normalizer"])
 
     @torch.no_grad()
-    def rollout(self, model, batch: dict, accelerator=None) -> dict:
+    def rollout(self, model, batch: dict, step: int, accelerator=None) -> dict:
         """Replies sampled from the policy with their scores, old log-probs and values, and advantages.
 
         Each process generates replies to its own prompts; rewards, advantages and stats are then computed over
@@ -110,7 +113,7 @@ class PpoStage(Stage):
         ppo, policy = self.config.ppo, unwrap(model)
         was_training = policy.training
         policy.eval()
-        out = rollouts.generate(policy, batch, ppo, self.stop_ids, self.pad_id)
+        out = rollouts.generate(policy.backbone, self.tokenizer, batch, ppo, self.stop_ids, self.seed, step)
         prompt_len, mask = batch["input_ids"].shape[1], out["reply_mask"]
         scores = self.scorer(batch["prompts"], out["reply"], mask)
         logits, values = policy(out["input_ids"], out["attention_mask"], out["position_ids"], prompt_len,
@@ -124,6 +127,26 @@ class PpoStage(Stage):
         adv, returns, out["stats"] = self.batch_statistics(local, accelerator)
         out.update(prompt_len=prompt_len, old_logps=logps, old_values=values, advantages=adv, returns=returns)
         return out
+
+    @torch.no_grad()
+    def evaluate(self, model, samples, batch_size, collate=None, device=None, autocast=None) -> dict[str, float]:
+        """Mean reward-model score of one reply per validation prompt, sampled from a fixed stream of random
+        numbers (so evaluations along the run compare like with like); raw scores: the reward normaliser does
+        not learn from validation prompts."""
+        policy = unwrap(model)
+        was_training = policy.training
+        policy.eval()
+        device = next(policy.parameters()).device
+        scores = []
+        for start in range(0, len(samples), batch_size):
+            batch = self.collate(samples[start:start + batch_size], self.tokenizer.pad_token_id or 0)
+            batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+            out = rollouts.generate(policy.backbone, self.tokenizer, batch, self.config.ppo, self.stop_ids,
+                                    self.seed, "eval")
+            scores.append(self.scorer(batch["prompts"], out["reply"], out["reply_mask"]).float())
+        policy.train(was_training)
+        scores = torch.cat(scores)
+        return {"eval_reward": float(scores.mean()), "eval_reward_std": float(scores.std()) if len(scores) > 1 else 0.0}
 
     def batch_statistics(self, local: dict, accelerator) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(advantages, returns, stats) of this process's rows, with reward normalisation, whitening and stats

@@ -13,6 +13,7 @@ from tunesmith.data.collator import pad_batch
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
 from tunesmith.train.losses import gae_advantages, masked_mean, whiten
+from tunesmith.train.stages.grpo_rollout import sample_completions
 from tunesmith.train.stages.preference import encode_reply
 from tunesmith.train.stages.rm import last_reply_values
 
@@ -30,19 +31,20 @@ def token_logps(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return torch.gather(logits.log_softmax(-1), -1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def generate(policy, batch: dict, ppo, stop_ids: list[int], pad_id: int) -> dict:
-    """Sample replies; the batch of prompt + reply with masks and position ids (left-padded prompts)."""
+def generate(policy, tokenizer, batch: dict, ppo, stop_ids: list[int], seed: int, step: int | str) -> dict:
+    """Sample one reply per prompt, each from its own random stream (see grpo_rollout); the batch of prompt +
+    reply with masks and position ids (left-padded prompts, right-padded replies that end at their stop token)."""
     prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
-    sequences = policy.backbone.generate(
-        input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, temperature=ppo.temperature,
-        top_p=ppo.top_p, top_k=0, max_new_tokens=ppo.max_new_tokens, eos_token_id=stop_ids, pad_token_id=pad_id,
-    )
-    reply = sequences[:, prompt_ids.shape[1]:]
-    is_stop = torch.isin(reply, torch.tensor(stop_ids, device=reply.device))
-    # A reply runs through its first stop token; what generate pads after it is not part of the reply.
-    after_stop = (is_stop.cumsum(-1) - is_stop.long()) > 0
-    reply_mask = (~after_stop).long()
-    reply = torch.where(after_stop, torch.full_like(reply, pad_id), reply)
+    prompts = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]
+    results = sample_completions(policy, tokenizer, prompts, batch["index"], ppo, 1, seed, step, stop_ids)
+    width = max(1, max(len(result.token_ids) for result in results))
+    pad_id = tokenizer.pad_token_id or 0
+    reply = torch.full((len(results), width), pad_id, dtype=torch.long)
+    reply_mask = torch.zeros((len(results), width), dtype=torch.long)
+    for row, result in enumerate(results):
+        reply[row, :len(result.token_ids)] = torch.tensor(result.token_ids, dtype=torch.long)
+        reply_mask[row, :len(result.token_ids)] = 1
+    reply, reply_mask = reply.to(prompt_ids.device), reply_mask.to(prompt_ids.device)
     attention_mask = torch.cat([prompt_mask, reply_mask], dim=1)
     return {
         "input_ids": torch.cat([prompt_ids, reply], dim=1),
