@@ -183,16 +183,17 @@ def test_accelerate_still_runs_no_fsdp_on_cpu(tmp_path):
         assert lines == [f"{version} DistributedType.MULTI_CPU DistributedDataParallel" for version in (1, 2)]
 
 
-def test_ppo_refuses_engines_that_shard_the_policy(tmp_path):
+def test_online_stages_refuse_fsdp(tmp_path):
+    """They generate with whole weights outside the engine's forward, which FSDP's sharded modules do not allow
+    (ZeRO-3's shards are gathered for the rollout instead)."""
     from types import SimpleNamespace
 
     from tunesmith.config.schema import StageConfig
     from tunesmith.train.stages.ppo import PpoStage
 
     stage = PpoStage(StageConfig(kind="ppo", ppo={"reward_model": str(tmp_path)}))
-    for engine in ("deepspeed", "fsdp"):
-        with pytest.raises(TunesmithError, match="dist.engine=ddp"):
-            stage.check(SimpleNamespace(dist=SimpleNamespace(engine=engine)), None)
+    with pytest.raises(TunesmithError, match="dist.engine=ddp"):
+        stage.check(SimpleNamespace(dist=SimpleNamespace(engine="fsdp")), None)
 
 
 def test_two_process_run_resumes_on_the_same_trajectory(single_process_losses):
@@ -219,25 +220,30 @@ def greedy_policy_dir(tmp_path_factory, smollm2_dir):
     return build_tiny_model(tmp_path_factory.mktemp("greedy"), smollm2_dir, seed=1, initializer_range=0.2)
 
 
-def test_ppo_two_processes_match_one_with_the_same_global_batch(dataset_folder, greedy_policy_dir, reward_run):
-    """Each process rolls out its own prompts; reward normalisation, whitened advantages, the loss and the
-    logged stats are taken over both processes' replies, as one process does over the whole batch.
-
-    Sampled replies could not match: the two runs draw their random numbers for different batch shapes. A
-    vanishing top_p keeps only the most probable token, so the replies are greedy and must agree.
-    """
+@pytest.fixture(scope="module")
+def ppo_one_process(dataset_folder, greedy_policy_dir, reward_run):
     # Raw scores (reward_norm none): normalised ones sum to 0 over the batch, so with equally long replies the
     # value head's bias gets a gradient of float noise, which AdamW turns into a step of +-lr.
-    ppo = {"reward_model": str(reward_run), "max_new_tokens": 6, "epochs": 2, "top_p": 1e-9}
+    ppo = {"reward_model": str(reward_run), "max_new_tokens": 6, "epochs": 2}
     config = tiny_run_config(greedy_policy_dir, dataset_folder, dataset_folder / "ppo-one", method={"kind": "full"},
                              stage={"kind": "ppo", "ppo": ppo}, data={"max_samples": 16},
                              # A small lr: AdamW's first steps move weights by ~lr whatever the size of a
                              # gradient, so float noise in near-zero gradients would grow with it.
                              train={"max_steps": 3, "batch_size": 4, "lr": 1e-4})
-    expected = train_process(dataset_folder, config)
-    two = {**config, "train": {**config["train"], "batch_size": 2, "output_dir": str(dataset_folder / "ppo-two")}}
+    return config, train_process(dataset_folder, config)
 
-    records = train_process(dataset_folder, two, "dist.nproc_per_node=2")
+
+@pytest.mark.parametrize(("engine", "zero"), [("ddp", 0), ("deepspeed", 3)])
+def test_ppo_two_processes_match_one_with_the_same_global_batch(dataset_folder, ppo_one_process, engine, zero):
+    """Each process rolls out its own prompts, each reply sampled from its own stream (seed, step, prompt
+    index), so the replies are those of one process; reward normalisation, whitened advantages, the loss and
+    the logged stats are taken over both processes' replies, as one process does over the whole batch. Under
+    ZeRO-3 the rollout gathers the sharded weights, and the reference is a partitioned copy."""
+    config, expected = ppo_one_process
+    out = dataset_folder / f"ppo-two-{engine}"
+    two = {**config, "train": {**config["train"], "batch_size": 2, "output_dir": str(out)}}
+
+    records = train_process(dataset_folder, two, *engine_overrides(engine, zero))
 
     assert [r["step"] for r in records] == [r["step"] for r in expected] == [1, 2, 3]
     for record, reference in zip(records, expected):
@@ -246,8 +252,7 @@ def test_ppo_two_processes_match_one_with_the_same_global_batch(dataset_folder, 
             # near 0 at step 1, a policy loss of ~-0.004), so they carry float32 rounding of ~1e-6 per token
             # whatever their own size; the batch split changes the order of those sums.
             assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=2e-5), (record["step"], key)
-    assert_same_weights(dataset_folder / "ppo-one", dataset_folder / "ppo-two",
-                        ("model.safetensors", "value_head.safetensors"))
+    assert_same_weights(dataset_folder / "ppo-one", out, ("model.safetensors", "value_head.safetensors"))
 
 
 CHECKPOINTED = {"batch_size": 2, "max_steps": 4, "save_steps": 2}  # keeps checkpoint-2, the middle of the run
@@ -275,7 +280,17 @@ def checkpointed_run(single_process_losses):
 
 
 def engine_overrides(engine: str, zero: int) -> list[str]:
-    return ["dist.nproc_per_node=2", f"dist.engine={engine}", f"dist.deepspeed.stage={zero}"]
+    return ["dist.nproc_per_node=2", f"dist.engine={engine}", f"dist.deepspeed.stage={zero}",
+            f"dist.master_port={free_port()}"]
+
+
+def free_port() -> int:
+    """A port no other job on a shared machine is using for its own process group."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def trained_weights_file(method: str) -> str:

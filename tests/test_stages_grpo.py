@@ -18,8 +18,11 @@ GSM8K = ASSETS / "data" / "gsm8k" / "train.jsonl"
 
 @pytest.fixture
 def gsm8k_dir(tmp_path):
+    return write_gsm8k(tmp_path / "data")
+
+
+def write_gsm8k(folder):
     """Ten GSM8K problems registered as LLaMA-Factory would: question -> prompt, answer -> response."""
-    folder = tmp_path / "data"
     folder.mkdir()
     lines = GSM8K.read_text(encoding="utf-8").splitlines()[:10]
     (folder / "gsm8k.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -155,23 +158,42 @@ def test_a_failing_reward_stops_the_first_step_with_nothing_half_written(tiny_mo
     shutil.rmtree(tmp_path / "run")
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tiny_model_dir, gsm8k_dir, tmp_path):
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory, tiny_model_dir):
+    """(folder, config, metrics) of a 1-process full-weight run with a reference (beta) and num_iterations 2."""
+    from test_distributed import train_process
+
+    folder = tmp_path_factory.mktemp("grpo-dist")
+    data = write_gsm8k(folder / "data")
+    # The random tiny model's completions all run to max_new_tokens and match nothing, so the built-in rewards
+    # would be equal within every group (zero advantages, zero gradients); their text lengths differ.
+    (folder / "chars.py").write_text("def chars(prompts, completions, **columns):\n"
+                                     "    return [len(text) / 10 for text in completions]\n")
+    grpo = {"num_iterations": 2, "beta": 0.04, "reward_funcs": [f"{folder}/chars.py:chars", "format"]}
+    config = grpo_config(tiny_model_dir, data, folder / "one", grpo=grpo, method={"kind": "full"}, batch_size=8,
+                         max_steps=2, lr=1e-4)
+    return folder, config, train_process(folder, config)
+
+
+@pytest.mark.parametrize(("engine", "zero"), [("ddp", 0), ("deepspeed", 2), ("deepspeed", 3)])
+def test_two_processes_match_one_with_the_same_global_batch(one_process_run, engine, zero):
     """Each process samples its own prompts' completions, from streams seeded by (seed, step, prompt index,
     generation): the same completions as one process; advantages, the dapo token normaliser and the logged
-    statistics are taken over both processes' rows."""
-    from test_distributed import assert_same_weights, train_process
+    statistics are taken over both processes' rows. Under ZeRO-3 the rollout gathers the sharded weights, and
+    the reference is a partitioned copy."""
+    from test_distributed import assert_same_weights, engine_overrides, train_process
 
-    one = grpo_config(tiny_model_dir, gsm8k_dir, tmp_path / "one", grpo={"num_iterations": 2, "beta": 0.04},
-                      method={"kind": "full"}, batch_size=8, max_steps=2, lr=1e-4)
-    expected = train_process(tmp_path, one)
-    two = {**one, "train": {**one["train"], "batch_size": 4, "output_dir": str(tmp_path / "two")}}
-    records = train_process(tmp_path, two, "dist.nproc_per_node=2")
+    folder, one, expected = one_process_run
+    out = folder / f"{engine}-{zero}"
+    two = {**one, "train": {**one["train"], "batch_size": 4, "output_dir": str(out)}}
+    records = train_process(folder, two, *engine_overrides(engine, zero))
     assert [r["step"] for r in records] == [r["step"] for r in expected] == [1, 2]
+    assert all(r["grad_norm"] > 0 and r["frac_reward_zero_std"] < 1 for r in expected)  # something is learned
     for record, reference in zip(records, expected):
         for key in ("reward", "reward/format", "completion_length", "frac_reward_zero_std", "loss", "kl",
                     "clip_ratio", "entropy"):
             assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=2e-5), (record["step"], key)
-    assert_same_weights(tmp_path / "one", tmp_path / "two")
+    assert_same_weights(folder / "one", out)
 
 
 def test_accumulating_matches_one_batch_of_the_same_size(tiny_model_dir, gsm8k_dir, tmp_path):
@@ -227,3 +249,105 @@ def test_resuming_cuts_the_samples_later_steps_wrote(tmp_path):
         file.write('{"step": 3}\n')
     stage.load_state_dict(at_checkpoint)
     assert stage.samples_path.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+def write_formats(folder):
+    """The same two problems as alpaca, sharegpt and openai rows, each with extra columns, one of them mapped
+    under a name of its own ("target" <- "gold")."""
+    folder.mkdir()
+    rows = [("What is 2 + 3?", "#### 5", "easy"), ("What is 6 * 7?", "#### 42", "hard")]
+    alpaca = [{"question": q, "answer": a, "level": level, "gold": a[5:]} for q, a, level in rows]
+    sharegpt = [{"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}], "level": level,
+                 "gold": a[5:]} for q, a, level in rows]
+    openai = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "level": level,
+               "gold": a[5:]} for q, a, level in rows]
+    registry = {
+        "alpaca": {"file_name": "alpaca.json", "columns": {"prompt": "question", "response": "answer",
+                                                           "target": "gold"}},
+        "sharegpt": {"file_name": "sharegpt.json", "formatting": "sharegpt", "columns": {"target": "gold"}},
+        "openai": {"file_name": "openai.json", "formatting": "openai", "columns": {"target": "gold"}},
+    }
+    for name, content in (("alpaca", alpaca), ("sharegpt", sharegpt), ("openai", openai)):
+        (folder / f"{name}.json").write_text(json.dumps(content))
+    (folder / "dataset_info.json").write_text(json.dumps(registry))
+    return folder
+
+
+@pytest.mark.parametrize("dataset", ["alpaca", "sharegpt", "openai"])
+def test_extra_columns_reach_reward_functions_from_every_format(tiny_model_dir, tmp_path, dataset):
+    """A user's reward gets each prompt's own columns, repeated for its G completions, as keyword arguments."""
+    data = write_formats(tmp_path / "data")
+    (tmp_path / "r.py").write_text(
+        "import json\n"
+        "def spy(prompts, completions, level, target, answer, **columns):\n"
+        f"    with open({str(tmp_path / 'seen.jsonl')!r}, 'a') as file:\n"
+        "        file.write(json.dumps([[p[-1]['content'] for p in prompts], level, target, answer]) + '\\n')\n"
+        "    return [0.0 for c in completions]\n")
+    raw = grpo_config(tiny_model_dir, data, tmp_path / "run", grpo={"reward_funcs": [f"{tmp_path}/r.py:spy"]},
+                      data={"datasets": [dataset]}, max_steps=1)
+    run(raw)
+    (seen,) = [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
+    prompts, level, target, answer = seen
+    by_prompt = {"What is 2 + 3?": ("easy", "5", "#### 5"), "What is 6 * 7?": ("hard", "42", "#### 42")}
+    assert len(prompts) == 4 and sorted(set(prompts)) == sorted(by_prompt)
+    assert [by_prompt[p] for p in prompts] == list(zip(level, target, answer))
+
+
+def test_sigkill_and_resume_match_an_uninterrupted_run(tiny_model_dir, gsm8k_dir, tmp_path):
+    """Killed after a checkpoint and resumed: the same completions, rewards, losses, samples and weights as a
+    run never stopped; save_total_limit 1 keeps only the newest checkpoint."""
+    from safetensors.torch import load_file
+    from test_train_resume import _finish, _kill_when, _launch, _write_config
+    from tunesmith.train.checkpoint import STATE_FILE, list_checkpoints
+
+    def config(name, **train):
+        return _write_config(tmp_path, name, grpo_config(tiny_model_dir, gsm8k_dir, tmp_path / name,
+                                                         grpo={"num_iterations": 2}, max_steps=6, **train))
+
+    straight = _launch(config("straight"))
+    killed_config = config("killed", save_steps=2, save_total_limit=1, resume="auto")
+    killed = _launch(killed_config)
+    _kill_when(killed, lambda: (tmp_path / "killed" / "checkpoint-2" / STATE_FILE).is_file())
+    _finish(straight)
+    assert not (tmp_path / "killed" / "adapter_model.safetensors").exists(), "the run finished before the kill"
+    _finish(_launch(killed_config))
+
+    logged = [[{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(tmp_path / name)]
+              for name in ("straight", "killed")]
+    assert [r["step"] for r in logged[0]] == list(range(1, 7))
+    assert logged[1] == logged[0]
+    samples = [(tmp_path / name / "samples.jsonl").read_text() for name in ("straight", "killed")]
+    assert samples[1] == samples[0]
+    assert [p.name for p in list_checkpoints(tmp_path / "killed")] == ["checkpoint-4"]
+    want = load_file(tmp_path / "straight" / "adapter_model.safetensors")
+    got = load_file(tmp_path / "killed" / "adapter_model.safetensors")
+    assert all(want[name].equal(got[name]) for name in want)
+
+
+class RecordingSink:
+    def __init__(self):
+        self.records = []
+
+    def write(self, record, step):
+        self.records.append((step, record))
+
+    def close(self):
+        self.records.append(("closed", {}))
+
+
+def test_metric_sinks_get_rewards_and_eval_rewards(tiny_model_dir, tmp_path):
+    from stage_harness import assistant, build, user
+    from tunesmith.data.records import Conversation
+
+    records = [Conversation([user(f"What is {i} + 1?"), assistant(f"#### {i + 1}")]) for i in range(6)]
+    stage, trainer, data, *_ = build(tiny_model_dir, tmp_path, records,
+                                     {"kind": "grpo", "grpo": {"num_generations": 2, "max_new_tokens": 4}},
+                                     eval_steps=1)
+    trainer.val = data.train[:2]
+    sink = RecordingSink()
+    trainer.metrics.sinks = [sink]
+    trainer.run()
+    assert [step for step, record in sink.records if "reward" in record] == [1, 2]
+    assert [step for step, record in sink.records if "eval_reward" in record] == [1, 2]
+    assert sink.records[-1] == ("closed", {})
+    assert [record for _, record in sink.records[:-1]] == read_metrics(tmp_path / "run")

@@ -134,6 +134,18 @@ def test_chart_points_are_the_logged_losses(tmp_path):
     assert loss_points(tmp_path / "nothing-yet") == []
 
 
+def test_chart_points_of_an_online_stage_include_its_reward(tmp_path):
+    from tunesmith.train.metrics import MetricsLog
+
+    log = MetricsLog(tmp_path)
+    for record in [{"step": 1, "loss": 0.1, "reward": 0.25, "reward_std": 0.5}, {"step": 1, "eval_reward": 0.5}]:
+        log.write(record)
+    assert loss_points(tmp_path) == [
+        {"step": 1, "loss": 0.1, "series": "loss"}, {"step": 1, "loss": 0.25, "series": "reward"},
+        {"step": 1, "loss": 0.5, "series": "eval_reward"},
+    ]
+
+
 def test_preview_marks_exactly_the_tokens_with_labels(tiny_model_dir, identity_dir, tmp_path):
     from transformers import AutoTokenizer
 

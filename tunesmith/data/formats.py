@@ -33,7 +33,28 @@ def convert(row: dict, spec: DatasetSpec, where: str, record_kind: str = "conver
         raise TunesmithError(
             f"dataset '{spec.name}': unknown formatting '{spec.formatting}'; use one of {', '.join(CONVERTERS)}"
         ) from None
-    return to_record(function(row, spec, where), record_kind, spec, where)
+    record = to_record(function(row, spec, where), record_kind, spec, where)
+    if isinstance(record, Conversation):
+        record.columns = extra_columns(row, spec)
+    return record
+
+
+# Roles a column mapping can name that the formats themselves read (LLaMA-Factory's dataset_info.json keys).
+_FORMAT_ROLES = {"prompt", "query", "response", "history", "system", "tools", "messages", "chosen", "rejected",
+                 "kto_tag", "images", "videos", "audios"}
+_JSON_VALUES = (str, int, float, bool, list, dict, type(None))
+
+
+def extra_columns(row: dict, spec: DatasetSpec) -> dict:
+    """The row's columns the format did not read, by their own names, plus any column the mapping names under a
+    role of its own (`"columns": {"solution": "answer_text"}` gives `solution`): reward functions take them as
+    keyword arguments. Only JSON values: they are kept in the tokenized cache."""
+    read = {source for role, source in spec.columns.items() if role in _FORMAT_ROLES}
+    read |= set(_ALPACA_COLUMNS.values()) | {"messages", "conversations"}
+    extras = {name: value for name, value in row.items() if name not in read}
+    extras.update({role: row[source] for role, source in spec.columns.items()
+                   if role not in _FORMAT_ROLES and source in row})
+    return {name: value for name, value in extras.items() if isinstance(value, _JSON_VALUES)}
 
 
 def to_text(row: dict, spec: DatasetSpec, where: str) -> Text:
@@ -171,6 +192,6 @@ def fill_vars(record, values: dict[str, str]):
     if isinstance(record, KtoExample):
         return KtoExample(fill_messages(record.prompt), fill_messages([record.completion])[0], record.desirable,
                           record.tools)
-    return Conversation(fill_messages(record.messages), record.tools)
+    return Conversation(fill_messages(record.messages), record.tools, record.columns)
 
 

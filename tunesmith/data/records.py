@@ -13,6 +13,9 @@ class Conversation:
 
     messages: list[dict[str, str]]
     tools: list[dict] | None = None
+    # The row's other columns by name (e.g. a reference answer), for online stages' reward functions; not part
+    # of the conversation itself, so two records with the same messages are equal whatever their columns.
+    columns: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass

@@ -25,13 +25,18 @@ def list_loadables(runs_dir: Path) -> list[tuple[str, str]]:
     return choices
 
 
+# What the live chart draws, where logged: the loss, and for online stages (ppo, grpo) the mean reward, each
+# on the training steps and on the validation prompts.
+CHART_SERIES = ("loss", "eval_loss", "reward", "eval_reward")
+
+
 def loss_points(run_dir: Path | None) -> list[dict]:
-    """Chart rows {step, value, series} for the training loss and, where logged, the validation loss."""
+    """Chart rows {step, loss (the value), series} for each of CHART_SERIES a run has logged."""
     if run_dir is None:
         return []
     rows = []
     for record in read_metrics(run_dir):
-        for series in ("loss", "eval_loss"):
+        for series in CHART_SERIES:
             if series in record and "step" in record:
                 rows.append({"step": record["step"], "loss": record[series], "series": series})
     return rows

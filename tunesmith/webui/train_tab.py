@@ -14,7 +14,8 @@ from tunesmith.webui.forms import ConfigForm, Translated, field_id, field_widget
 from tunesmith.webui.reporting import reported
 from tunesmith.webui.topbar import TopBar
 
-SERIES_COLORS = {"loss": "#4c78a8", "eval_loss": "#e45756"}  # training and validation loss
+# Training and validation loss; training and validation reward (online stages).
+SERIES_COLORS = {"loss": "#4c78a8", "eval_loss": "#e45756", "reward": "#54a24b", "eval_reward": "#f58518"}
 BUTTONS = ("preview_command", "estimate", "start", "stop", "resume")
 
 

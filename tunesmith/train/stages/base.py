@@ -80,12 +80,22 @@ class Stage:
         """Restore what `state_dict` gave, when resuming."""
 
 
-def require_whole_policy(stage_name: str, config) -> None:
-    """Online stages generate with the whole policy in every process, outside the engine's forward; ZeRO-3 and
-    FSDP hold only a shard of each weight there, and ZeRO steps the optimizer inside backward."""
-    if config.dist.engine != "ddp":
-        raise TunesmithError(f"stage {stage_name} runs with dist.engine=ddp only; set dist.engine=ddp (each process "
-                             "keeps a whole copy of the policy)")
+def check_online_engine(stage_name: str, config) -> None:
+    """Online stages generate with the whole policy in every process, outside the engine's forward: DDP and
+    DeepSpeed (whose ZeRO-3 shards are gathered for the rollout, see dist/generation.py) allow it; FSDP does not."""
+    if config.dist.engine not in ("ddp", "deepspeed"):
+        raise TunesmithError(f"stage {stage_name} runs with dist.engine ddp or deepspeed; set dist.engine=ddp (each "
+                             "process keeps a whole copy of the policy) or deepspeed (ZeRO-2/3 shard the rest)")
+
+
+def reference_settings(config) -> dict | None:
+    """The DeepSpeed config a frozen reference copy is partitioned with under ZeRO-3 (None without DeepSpeed)."""
+    if config.dist.engine != "deepspeed":
+        return None
+    from tunesmith.dist.accelerator import mixed_precision
+    from tunesmith.dist.deepspeed import deepspeed_config
+
+    return deepspeed_config(config.dist.deepspeed, config.train, mixed_precision(config.train.precision))
 
 
 class TokenStage(Stage):

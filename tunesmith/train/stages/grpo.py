@@ -13,12 +13,13 @@ import torch
 
 from tunesmith.data.records import Encoded
 from tunesmith.dist.collectives import gather_rows
+from tunesmith.dist.generation import whole_weights
 from tunesmith.errors import TunesmithError
 from tunesmith.model.reference import Reference, unwrap
 from tunesmith.train.rewards import build_rewards, needed_columns, score_completions
 from tunesmith.train.stages import grpo_loss as losses
 from tunesmith.train.stages import grpo_rollout as rollouts
-from tunesmith.train.stages.base import Stage, require_whole_policy
+from tunesmith.train.stages.base import Stage, check_online_engine, reference_settings
 from tunesmith.train.stages.ppo_rollout import token_logps
 
 PROMPT, COLUMNS, INDEX = "prompt", "columns", "index"  # meta: the prompt's messages, its columns, its number
@@ -46,7 +47,9 @@ class GrpoStage(Stage):
         if messages and messages[-1]["role"] == "assistant":
             answer = messages.pop()["content"]
         ids = template.prompt_ids(messages, record.tools)
-        meta = {PROMPT: messages, COLUMNS: {"answer": answer}, "prompt_truncated": len(ids) > data.max_length}
+        # The row's own columns reach the reward functions; `answer` falls back to the assistant reply.
+        columns = {"answer": answer, **{key: value for key, value in record.columns.items() if value is not None}}
+        meta = {PROMPT: messages, COLUMNS: columns, "prompt_truncated": len(ids) > data.max_length}
         ids = ids[-data.max_length:]  # a long prompt loses its oldest tokens
         return Encoded(ids, list(ids), meta=meta)  # labels only keep the sample: GRPO trains on completions
 
@@ -61,7 +64,7 @@ class GrpoStage(Stage):
     def check(self, config, data) -> None:
         """Load the reward functions (a user's file runs now) and check the data has the columns they need,
         before the model loads."""
-        require_whole_policy(self.name, config)
+        check_online_engine(self.name, config)
         self.rewards = build_rewards(self.config.grpo, self.config.grpo.max_new_tokens, self._rm_scorer(config))
         for column, functions in needed_columns(self.rewards).items():
             missing = [i for i, s in enumerate(data.train + data.val) if s.meta[COLUMNS].get(column) is None]
@@ -83,7 +86,7 @@ class GrpoStage(Stage):
         self.template = ChatTemplate(load_tokenizer(config.model), config.model.template)
         self.seed, self.samples_path = config.train.seed, Path(config.train.output_dir) / SAMPLES_FILE
         if self.config.grpo.beta:  # beta 0: no reference model at all
-            self.reference = Reference(model).to(device)
+            self.reference = Reference(model, reference_settings(config)).to(device)
         for reward in self.rewards:
             if hasattr(reward.function, "to"):  # an rm run's scorer
                 reward.function.to(device)
@@ -96,7 +99,8 @@ class GrpoStage(Stage):
         policy = unwrap(model)
         was_training = policy.training
         policy.eval()
-        generated = [self._rollout(policy, batch, step) for batch in batches]
+        with whole_weights(model):
+            generated = [self._rollout(policy, batch, step) for batch in batches]
         local = {"rewards": torch.cat([r.pop("rewards") for r in generated]),
                  "truncated": torch.cat([r.pop("truncated") for r in generated]).float(),
                  "lengths": torch.cat([r.pop("lengths") for r in generated])}
@@ -120,7 +124,8 @@ class GrpoStage(Stage):
                                               grpo.num_generations, self.seed, step, self.template.stop_token_ids())
         group = grpo.num_generations
         prompts = [p for p in batch["prompts"] for _ in range(group)]
-        columns = {key: [c[key] for c in batch["columns"] for _ in range(group)] for key in batch["columns"][0]}
+        names = dict.fromkeys(key for c in batch["columns"] for key in c)  # rows of mixed datasets differ
+        columns = {key: [c.get(key) for c in batch["columns"] for _ in range(group)] for key in names}
         ids = [r.token_ids for r in results]
         texts = [r.text for r in results]
         total, per_function = score_completions(self.rewards, prompts, texts, {**columns, "completion_ids": ids})
@@ -181,11 +186,12 @@ class GrpoStage(Stage):
         policy.eval()
         prompts_per_batch = max(1, self.stream_batch_size(batch_size))
         totals, per_function = [], {}
-        for start in range(0, len(samples), prompts_per_batch):
-            rollout = self._rollout(policy, self.collate(samples[start:start + prompts_per_batch], 0), "eval")
-            totals.append(rollout["rewards"])
-            for name, values in rollout["per_function"].items():
-                per_function.setdefault(name, []).append(values)
+        with whole_weights(model):
+            for start in range(0, len(samples), prompts_per_batch):
+                rollout = self._rollout(policy, self.collate(samples[start:start + prompts_per_batch], 0), "eval")
+                totals.append(rollout["rewards"])
+                for name, values in rollout["per_function"].items():
+                    per_function.setdefault(name, []).append(values)
         policy.train(was_training)
         record = {"eval_reward": float(torch.nanmean(torch.cat(totals)))}
         record.update({f"eval_reward/{name}": float(torch.nanmean(torch.cat(v))) for name, v in per_function.items()})

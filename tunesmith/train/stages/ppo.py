@@ -12,12 +12,13 @@ import torch
 
 from tunesmith.data.records import Encoded
 from tunesmith.dist.collectives import gather_rows
+from tunesmith.dist.generation import loading_whole, whole_weights
 from tunesmith.errors import TunesmithError
 from tunesmith.model.reference import Reference, unwrap
 from tunesmith.model.value_head import ValueHeadModel, new_head
 from tunesmith.train.losses import ppo_policy_losses, ppo_value_losses
 from tunesmith.train.stages import ppo_rollout as rollouts
-from tunesmith.train.stages.base import Stage, require_whole_policy
+from tunesmith.train.stages.base import Stage, check_online_engine, reference_settings
 
 PROMPT = "prompt"  # meta: (messages, tools) of the prompt, for the reward model to re-render
 INDEX = "index"  # meta: the prompt's number in its split, which seeds its replies' random streams
@@ -60,7 +61,7 @@ class PpoStage(Stage):
         return self.config.ppo.epochs
 
     def check(self, config, data) -> None:
-        require_whole_policy(self.name, config)
+        check_online_engine(self.name, config)
         if config.train.grad_accum > 1:
             raise TunesmithError("stage ppo takes one rollout batch per step and does not accumulate; set "
                                  "train.grad_accum: 1 and raise train.batch_size for larger rollouts")
@@ -83,7 +84,7 @@ class PpoStage(Stage):
             print(f"ppo: {truncated} prompts truncated from the left to fit data.max_length")
         template = ChatTemplate(load_tokenizer(config.model), config.model.template)
         self.stop_ids, self.tokenizer, self.seed = template.stop_token_ids(), template.tokenizer, config.train.seed
-        self.reference = Reference(model).to(device)
+        self.reference = Reference(model, reference_settings(config)).to(device)
         self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device,
                                          config.model.trust_remote_code)
         self.normalizer = rollouts.RewardNormalizer(self.config.ppo.reward_norm, self.config.ppo.reward_clip)
@@ -113,7 +114,8 @@ class PpoStage(Stage):
         ppo, policy = self.config.ppo, unwrap(model)
         was_training = policy.training
         policy.eval()
-        out = rollouts.generate(policy.backbone, self.tokenizer, batch, ppo, self.stop_ids, self.seed, step)
+        with whole_weights(model):
+            out = rollouts.generate(policy.backbone, self.tokenizer, batch, ppo, self.stop_ids, self.seed, step)
         prompt_len, mask = batch["input_ids"].shape[1], out["reply_mask"]
         scores = self.scorer(batch["prompts"], out["reply"], mask)
         logits, values = policy(out["input_ids"], out["attention_mask"], out["position_ids"], prompt_len,
@@ -141,8 +143,9 @@ class PpoStage(Stage):
         for start in range(0, len(samples), batch_size):
             batch = self.collate(samples[start:start + batch_size], self.tokenizer.pad_token_id or 0)
             batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
-            out = rollouts.generate(policy.backbone, self.tokenizer, batch, self.config.ppo, self.stop_ids,
-                                    self.seed, "eval")
+            with whole_weights(model):
+                out = rollouts.generate(policy.backbone, self.tokenizer, batch, self.config.ppo, self.stop_ids,
+                                        self.seed, "eval")
             scores.append(self.scorer(batch["prompts"], out["reply"], out["reply_mask"]).float())
         policy.train(was_training)
         scores = torch.cat(scores)
@@ -195,4 +198,6 @@ def load_reward_scorer(folder: Path, policy_tokenizer, device, trust_remote_code
     """The rm run in `folder` as a frozen scorer, with the tokenizer and template it was trained with."""
     from tunesmith.model.reward_model import load_reward_model
 
-    return rollouts.Scorer(*load_reward_model(folder, device, trust_remote_code=trust_remote_code), policy_tokenizer)
+    with loading_whole():
+        return rollouts.Scorer(*load_reward_model(folder, device, trust_remote_code=trust_remote_code),
+                               policy_tokenizer)
