@@ -194,6 +194,9 @@ def test_online_stages_refuse_fsdp(tmp_path):
     stage = PpoStage(StageConfig(kind="ppo", ppo={"reward_model": str(tmp_path)}))
     with pytest.raises(TunesmithError, match="dist.engine=ddp"):
         stage.check(SimpleNamespace(dist=SimpleNamespace(engine="fsdp")), None)
+    zero3 = SimpleNamespace(engine="deepspeed", deepspeed=SimpleNamespace(stage=3))
+    with pytest.raises(TunesmithError, match="does not load under ZeRO-3 yet"):  # its rm folder's model
+        stage.check(SimpleNamespace(dist=zero3, train=SimpleNamespace(grad_accum=1)), None)
 
 
 def test_two_process_run_resumes_on_the_same_trajectory(single_process_losses):
@@ -233,12 +236,11 @@ def ppo_one_process(dataset_folder, greedy_policy_dir, reward_run):
     return config, train_process(dataset_folder, config)
 
 
-@pytest.mark.parametrize(("engine", "zero"), [("ddp", 0), ("deepspeed", 3)])
+@pytest.mark.parametrize(("engine", "zero"), [("ddp", 0), ("deepspeed", 2)])
 def test_ppo_two_processes_match_one_with_the_same_global_batch(dataset_folder, ppo_one_process, engine, zero):
     """Each process rolls out its own prompts, each reply sampled from its own stream (seed, step, prompt
     index), so the replies are those of one process; reward normalisation, whitened advantages, the loss and
-    the logged stats are taken over both processes' replies, as one process does over the whole batch. Under
-    ZeRO-3 the rollout gathers the sharded weights, and the reference is a partitioned copy."""
+    the logged stats are taken over both processes' replies, as one process does over the whole batch."""
     config, expected = ppo_one_process
     out = dataset_folder / f"ppo-two-{engine}"
     two = {**config, "train": {**config["train"], "batch_size": 2, "output_dir": str(out)}}

@@ -1,5 +1,4 @@
-"""Whole weights for online stages (ppo, grpo) under DeepSpeed ZeRO-3: for their generation, and for the
-frozen reward models they load beside the policy.
+"""Whole weights for the generation of online stages (ppo, grpo) under DeepSpeed ZeRO-3.
 
 ZeRO-3 holds a shard of each weight per process and gathers a layer's weights, collectively, in hooks around
 its forward pass. Generation runs a different number of forward passes in each process (replies end at
@@ -43,17 +42,3 @@ def _zero3_offload(model):
         return None
     return getattr(model.optimizer, "parameter_offload", None)
 
-
-@contextmanager
-def loading_whole():
-    """Within: models load whole in every process, even where ZeRO-3 partitions the policy as it loads.
-    For a frozen reward model that no engine wraps (and a LoRA rm's adapter must merge into whole weights)."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if not is_deepspeed_zero3_enabled():
-        yield
-        return
-    from accelerate.state import AcceleratorState
-
-    with AcceleratorState().deepspeed_plugin.zero3_init_context_manager(enable=False):
-        yield

@@ -88,6 +88,14 @@ def check_online_engine(stage_name: str, config) -> None:
                              "process keeps a whole copy of the policy) or deepspeed (ZeRO-2/3 shard the rest)")
 
 
+def refuse_rm_under_zero3(source: str, config) -> None:
+    """A reward model read from an rm run folder loads partitioned under ZeRO-3 (transformers' integration), and a
+    LoRA rm's adapter cannot merge into partitioned weights: not supported yet."""
+    if config.dist.engine == "deepspeed" and config.dist.deepspeed.stage == 3:
+        raise TunesmithError(f"{source}: a reward model from an rm run folder does not load under ZeRO-3 yet; set "
+                             "dist.deepspeed.stage=2 or dist.engine=ddp (or use reward functions, grpo)")
+
+
 def reference_settings(config) -> dict | None:
     """The DeepSpeed config a frozen reference copy is partitioned with under ZeRO-3 (None without DeepSpeed)."""
     if config.dist.engine != "deepspeed":

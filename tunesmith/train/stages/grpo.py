@@ -19,7 +19,7 @@ from tunesmith.model.reference import Reference, unwrap
 from tunesmith.train.rewards import build_rewards, needed_columns, score_completions
 from tunesmith.train.stages import grpo_loss as losses
 from tunesmith.train.stages import grpo_rollout as rollouts
-from tunesmith.train.stages.base import Stage, check_online_engine, reference_settings
+from tunesmith.train.stages.base import Stage, check_online_engine, reference_settings, refuse_rm_under_zero3
 from tunesmith.train.stages.ppo_rollout import token_logps
 
 PROMPT, COLUMNS, INDEX = "prompt", "columns", "index"  # meta: the prompt's messages, its columns, its number
@@ -65,6 +65,8 @@ class GrpoStage(Stage):
         """Load the reward functions (a user's file runs now) and check the data has the columns they need,
         before the model loads."""
         check_online_engine(self.name, config)
+        if any(Path(spec).is_dir() for spec in self.config.grpo.reward_funcs):  # an rm run folder
+            refuse_rm_under_zero3("stage.grpo.reward_funcs", config)
         self.rewards = build_rewards(self.config.grpo, self.config.grpo.max_new_tokens, self._rm_scorer(config))
         for column, functions in needed_columns(self.rewards).items():
             missing = [i for i, s in enumerate(data.train + data.val) if s.meta[COLUMNS].get(column) is None]

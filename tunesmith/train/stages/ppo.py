@@ -12,13 +12,13 @@ import torch
 
 from tunesmith.data.records import Encoded
 from tunesmith.dist.collectives import gather_rows
-from tunesmith.dist.generation import loading_whole, whole_weights
+from tunesmith.dist.generation import whole_weights
 from tunesmith.errors import TunesmithError
 from tunesmith.model.reference import Reference, unwrap
 from tunesmith.model.value_head import ValueHeadModel, new_head
 from tunesmith.train.losses import ppo_policy_losses, ppo_value_losses
 from tunesmith.train.stages import ppo_rollout as rollouts
-from tunesmith.train.stages.base import Stage, check_online_engine, reference_settings
+from tunesmith.train.stages.base import Stage, check_online_engine, reference_settings, refuse_rm_under_zero3
 
 PROMPT = "prompt"  # meta: (messages, tools) of the prompt, for the reward model to re-render
 INDEX = "index"  # meta: the prompt's number in its split, which seeds its replies' random streams
@@ -62,6 +62,7 @@ class PpoStage(Stage):
 
     def check(self, config, data) -> None:
         check_online_engine(self.name, config)
+        refuse_rm_under_zero3("stage.ppo.reward_model", config)
         if config.train.grad_accum > 1:
             raise TunesmithError("stage ppo takes one rollout batch per step and does not accumulate; set "
                                  "train.grad_accum: 1 and raise train.batch_size for larger rollouts")
@@ -198,6 +199,4 @@ def load_reward_scorer(folder: Path, policy_tokenizer, device, trust_remote_code
     """The rm run in `folder` as a frozen scorer, with the tokenizer and template it was trained with."""
     from tunesmith.model.reward_model import load_reward_model
 
-    with loading_whole():
-        return rollouts.Scorer(*load_reward_model(folder, device, trust_remote_code=trust_remote_code),
-                               policy_tokenizer)
+    return rollouts.Scorer(*load_reward_model(folder, device, trust_remote_code=trust_remote_code), policy_tokenizer)
