@@ -42,7 +42,7 @@ def _take_a_step(model, optimizer, scheduler):
     optimizer.zero_grad()
 
 
-@pytest.mark.parametrize("method", [{"kind": "lora", "lora": {"rank": 4, "alpha": 8}}, {"kind": "full"}])
+@pytest.mark.parametrize("method", [{"kind": "lora", "rank": 4, "alpha": 8}, {"kind": "full"}])
 def test_checkpoint_restores_weights_optimizer_and_schedule(tiny_model_dir, identity_dir, tmp_path, method):
     model, optimizer, scheduler = _setup(tiny_model_dir, identity_dir, tmp_path, method)
     _take_a_step(model, optimizer, scheduler)

@@ -33,7 +33,7 @@ def _leaf_paths(value, prefix=""):
 
 def _config(tmp_path) -> RunConfig:
     raw = tiny_run_config(tmp_path / "model", tmp_path / "data", tmp_path / "out",
-                          method={"lora": {"rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}})
+                          method={"rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]})
     raw["eval"] = {"task": "mmlu", "benchmark_dir": str(tmp_path)}
     return validate_config(raw)
 
@@ -285,7 +285,7 @@ def test_saved_arguments_load_back_as_the_same_config(tmp_path, identity_dir):
     ctx = WebuiContext.create(tmp_path / "runs", allowed_roots=[tmp_path, identity_dir])
     (tmp_path / "model").mkdir()
     values = {"model.path": str(tmp_path / "model"), "data.dataset_dir": str(identity_dir),
-              "data.datasets": ["identity"], "train.lr": 3e-4, "method.lora.targets": "[q_proj, v_proj]"}
+              "data.datasets": ["identity"], "train.lr": 3e-4, "method.targets": "[q_proj, v_proj]"}
     config = train_actions.build_run_config(ctx, values, "saved")
     path = train_actions.save_arguments(ctx, config, str(tmp_path / "args.yaml"))
     assert validate_config(train_actions.load_arguments(ctx, str(path))) == config
