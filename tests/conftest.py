@@ -115,5 +115,7 @@ def tiny_run_config(model_dir: Path, data_dir: Path, out_dir: Path, **groups) ->
                   "scheduler": "constant"},
     }
     for group, values in groups.items():
+        if "kind" in values and config.get(group, {}).get("kind") != values["kind"]:
+            config[group] = {}  # another kind of method or stage brings only its own settings
         config.setdefault(group, {}).update(values)
     return config

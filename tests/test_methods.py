@@ -108,7 +108,7 @@ def test_modules_to_save_trains_a_full_copy():
 
 
 @pytest.mark.parametrize("lora, message", [
-    ({"targets": ["qq_proj"]}, "method.lora.targets"),
+    ({"targets": ["qq_proj"]}, "method.targets"),
     ({"modules_to_save": ["embed_tokenz"]}, "'embed_tokenz' matches no module"),
 ])
 def test_lora_names_that_match_nothing_are_errors(lora, message):
