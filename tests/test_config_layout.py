@@ -104,3 +104,10 @@ def test_old_keys_typed_by_the_user_are_an_error_with_the_new_spelling(tmp_path)
         load_config(path)
     with pytest.raises(TunesmithError, match=r"method.lora.rank is now method.rank"):
         load_config(path, ["stage.loss=sigmoid", "method.lora.rank=4"])
+
+
+def test_cross_field_checks_live_in_the_config():
+    assert "data.packing works for the pt and sft stages only" in _error(
+        {"stage": {"kind": "dpo"}, "data": {"datasets": ["x"], "packing": True}})
+    assert "data.val_size" in _error({"train": {"early_stopping_patience": 2}})
+    assert "stage 3" in _error({"dist": {"engine": "deepspeed", "deepspeed": {"stage": 2, "offload_params": True}}})

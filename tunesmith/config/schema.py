@@ -254,6 +254,12 @@ class DeepSpeedConfig(Group):
         None, description="Your own DeepSpeed JSON; used as is instead of one generated from the settings above."
     )
 
+    @model_validator(mode="after")
+    def _offload_params_needs_zero3(self) -> "DeepSpeedConfig":
+        if self.offload_params and self.stage != 3 and not self.config_file:
+            raise ValueError("dist.deepspeed.offload_params needs stage 3; set dist.deepspeed.stage=3")
+        return self
+
 
 class FsdpConfig(Group):
     sharding: Literal["full_shard", "shard_grad_op", "hybrid_shard", "no_shard"] = Field(
@@ -310,7 +316,24 @@ class RunConfig(Group):
             raise ValueError("data.val_size: a count must be a whole number; use a fraction below 1 or an integer")
         _check_quantization_matches_method(self.model, self.method)
         _check_grpo_batch(self.stage, self.train)
+        _check_eval_driven_options(self.train, self.data)
+        if self.data.packing and self.stage.kind not in PACKABLE_STAGES:
+            raise ValueError(f"data.packing works for the {' and '.join(PACKABLE_STAGES)} stages only, not for "
+                             f"{self.stage.kind}; set data.packing: false")
         return self
+
+
+PACKABLE_STAGES = ("pt", "sft")  # stages whose samples are one sequence each, so rows can hold several
+
+
+def _check_eval_driven_options(train: TrainConfig, data: DataConfig) -> None:
+    """Options that follow eval_loss only make sense with a validation split."""
+    needs_eval = {"train.scheduler reduce_lr_on_plateau": train.scheduler == "reduce_lr_on_plateau",
+                  "train.early_stopping_patience": train.early_stopping_patience is not None}
+    for option, used in needs_eval.items():
+        if used and not data.val_size:
+            raise ValueError(f"{option} follows eval_loss, so it needs a validation split; set data.val_size "
+                             "(e.g. 0.1) and train.eval_steps")
 
 
 def _check_grpo_batch(stage: StageConfig, train: TrainConfig) -> None:

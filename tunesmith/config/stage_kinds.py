@@ -24,11 +24,23 @@ class RmStageConfig(Group):
     kind: Literal["rm"] = Field("rm", description="A reward model (value head) trained on preference pairs.")
 
 
-class DpoStageConfig(Group):
+class ReferenceAnchoredStage(Group):
+    """The settings of stages that hold the policy near a frozen reference model (dpo, kto)."""
+
+    kind: Literal["dpo", "kto"]
+    beta: float = Field(
+        0.1, gt=0, description="Strength of the KL anchor to the reference (dpo's simpo: the reward scale)."
+    )
+    precompute_ref: bool = Field(
+        False, description="Compute reference log-probs once before training (dropout off), then drop them "
+        "from every step."
+    )
+
+
+class DpoStageConfig(ReferenceAnchoredStage):
     kind: Literal["dpo"] = Field(
         "dpo", description="Direct preference optimisation on chosen/rejected pairs (and IPO, hinge, ORPO, SimPO)."
     )
-    beta: float = Field(0.1, gt=0, description="Strength of the KL anchor to the reference (SimPO: reward scale).")
     preference_loss: Literal["sigmoid", "ipo", "hinge", "orpo", "simpo"] = Field(
         "sigmoid", description="Which loss turns the chosen/rejected margin into a loss: sigmoid (DPO), ipo, "
         "hinge, orpo, simpo. orpo and simpo need no reference model."
@@ -36,21 +48,12 @@ class DpoStageConfig(Group):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="sigmoid: assumed rate of flipped labels.")
     simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin gamma.")
     orpo_lambda: float = Field(0.1, gt=0, description="orpo: weight of the odds-ratio term beside the chosen NLL.")
-    precompute_ref: bool = Field(
-        False, description="Compute reference log-probs once before training (dropout off), then drop them "
-        "from every step."
-    )
 
 
-class KtoStageConfig(Group):
+class KtoStageConfig(ReferenceAnchoredStage):
     kind: Literal["kto"] = Field("kto", description="KTO on examples marked desirable or undesirable.")
-    beta: float = Field(0.1, gt=0, description="Strength of the KL anchor to the reference.")
     desirable_weight: float = Field(1.0, gt=0, description="Weight of desirable examples.")
     undesirable_weight: float = Field(1.0, gt=0, description="Weight of undesirable examples.")
-    precompute_ref: bool = Field(
-        False, description="Compute reference log-probs once before training (dropout off), then drop them "
-        "from every step."
-    )
 
 
 class PpoStageConfig(Group):
