@@ -52,6 +52,11 @@ def test_each_kind_has_its_own_defaults():
     ppo = validate_config({**BASE, "stage": {"kind": "ppo", "reward_model": "rm"}}).stage
     assert (grpo.beta, dpo.beta) == (0.0, 0.1)  # grpo: no KL term by default; dpo: the paper's beta
     assert (grpo.sampling.max_new_tokens, ppo.sampling.max_new_tokens) == (256, 64)
+    # a group given in part keeps its kind's defaults for the rest (eval decodes greedily, seeded)
+    partial = validate_config({**BASE, "stage": {"kind": "ppo", "reward_model": "rm", "sampling": {"top_p": 0.9}},
+                               "eval": {"task": "predict", "sampling": {"max_new_tokens": 6}}})
+    assert partial.stage.sampling.max_new_tokens == 64
+    assert (partial.eval.sampling.temperature, partial.eval.sampling.seed) == (0.0, 42)
 
 
 def test_rollout_sampling_refuses_what_would_move_it_off_the_policy():
@@ -111,3 +116,13 @@ def test_cross_field_checks_live_in_the_config():
         {"stage": {"kind": "dpo"}, "data": {"datasets": ["x"], "packing": True}})
     assert "data.val_size" in _error({"train": {"early_stopping_patience": 2}})
     assert "stage 3" in _error({"dist": {"engine": "deepspeed", "deepspeed": {"stage": 2, "offload_params": True}}})
+
+
+def test_the_engine_takes_the_sampling_group_field_for_field():
+    """ppo/grpo rollouts and eval hand the sampling group to the engine by name (GenerationSettings(**group))."""
+    from dataclasses import fields
+
+    from tunesmith.config.sampling import SamplingConfig
+    from tunesmith.infer.settings import GenerationSettings
+
+    assert {item.name for item in fields(GenerationSettings)} - {"stop"} == set(SamplingConfig.model_fields)

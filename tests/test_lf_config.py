@@ -129,3 +129,15 @@ def test_convert_config_refuses_a_native_yaml(tmp_path, capsys):
 
     assert main(["convert-config", str(native)]) == 2
     assert "not a LLaMA-Factory training YAML" in capsys.readouterr().err
+
+
+def test_keys_of_another_kind_have_no_effect_and_are_said_so():
+    from tunesmith.config import validate_config
+
+    translation = translate({"model_name_or_path": "m", "dataset": "identity", "stage": "sft",
+                             "finetuning_type": "full", "lora_rank": 8, "pref_loss": "ipo"})
+
+    assert "rank" not in translation.config["method"] and "preference_loss" not in translation.config["stage"]
+    assert "lora_rank" in translation.no_effect and "method.kind lora, qlora" in translation.no_effect["lora_rank"]
+    assert "pref_loss" in translation.no_effect and "lora_target" not in translation.no_effect
+    validate_config(translation.config)

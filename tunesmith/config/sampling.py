@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from functools import partial
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, model_validator
 
 from tunesmith.config.group import Group
 
@@ -27,6 +30,16 @@ class SamplingConfig(Group):
     seed: int | None = Field(
         None, ge=0, description="Seed of the sampling; null: from train.seed when training, else random."
     )
+
+
+def sampling_field(group: type[SamplingConfig], description: str, **defaults):
+    """The annotation of a sampling group whose defaults differ from the group's own (eval decodes greedily):
+    keys left out take these defaults, whether the whole group is left out or only some of its keys."""
+    def fill(value):
+        return {**defaults, **value} if isinstance(value, dict) else value
+
+    return Annotated[group, BeforeValidator(fill),
+                     Field(default_factory=partial(group, **defaults), description=description)]
 
 
 class RolloutSampling(SamplingConfig):

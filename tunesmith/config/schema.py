@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from tunesmith.config.group import Group
 from tunesmith.config.method_kinds import DEFAULT_METHOD, LoraMethod, MethodConfig
 from tunesmith.config.path_marker import PathField
-from tunesmith.config.sampling import SamplingConfig
+from tunesmith.config.sampling import SamplingConfig, sampling_field
 from tunesmith.config.stage_kinds import DEFAULT_STAGE, SftStageConfig, StageConfig
 
 
@@ -171,6 +171,10 @@ class TrainConfig(Group):
     )
 
 
+EVAL_SAMPLING = sampling_field(SamplingConfig, "predict: how replies are generated; its seed also seeds anything "
+                               "else random in eval.", max_new_tokens=128, temperature=0.0, seed=42)
+
+
 class EvalConfig(Group):
     task: Literal["mmlu", "ceval", "cmmlu", "predict", "loss"] = Field(
         description="mmlu / ceval / cmmlu: multiple-choice benchmark in that layout; predict: generate for the "
@@ -199,10 +203,7 @@ class EvalConfig(Group):
     run: Annotated[str | None, PathField("read")] = Field(
         None, description="Evaluate what this run folder trained (with its template) instead of model.path."
     )
-    sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(max_new_tokens=128, temperature=0.0, seed=42),
-        description="predict: how replies are generated; its seed also seeds anything else random in eval.",
-    )
+    sampling: EVAL_SAMPLING
     rewards: list[str] = Field(
         default_factory=list, description="predict: also score each reply with these reward functions, named as "
         "in stage.reward_funcs (accuracy, format, length, or 'path/to/file.py:function', which runs that "

@@ -9,7 +9,9 @@ from pydantic import Field, TypeAdapter, model_validator
 
 from tunesmith.config.group import Group
 from tunesmith.config.path_marker import PathField
-from tunesmith.config.sampling import RolloutSampling
+from tunesmith.config.sampling import RolloutSampling, sampling_field
+
+PPO_SAMPLING = sampling_field(RolloutSampling, "How rollouts are sampled.", max_new_tokens=64)
 
 
 class SftStageConfig(Group):
@@ -61,9 +63,7 @@ class PpoStageConfig(Group):
     reward_model: Annotated[str | None, PathField("read")] = Field(
         None, description="Run folder of a finished `stage.kind: rm` run (weights or adapter + value_head.safetensors)."
     )
-    sampling: RolloutSampling = Field(
-        default_factory=lambda: RolloutSampling(max_new_tokens=64), description="How rollouts are sampled."
-    )
+    sampling: PPO_SAMPLING
     epochs: int = Field(4, ge=1, description="Optimizer passes over each rollout batch.")
     clip_range: float = Field(0.2, gt=0, description="Clip of the policy ratio: 1 +- clip_range.")
     value_clip_range: float = Field(0.2, gt=0, description="Clip of the value change from the rollout's values.")
