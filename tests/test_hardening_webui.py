@@ -15,8 +15,8 @@ from tunesmith.path_guard import PathGuard
 
 # The issue's list of path fields, and stage.reward_model (ppo's reward model run folder).
 NAMED_IN_THE_ISSUE = {"model.path", "model.gguf_file", "data.dataset_dir", "data.cache_dir", "train.output_dir",
-                      "train.resume", "dist.deepspeed.config_file", "export.out", "eval.benchmark_dir", "model.template",
-                      "stage.reward_model"}
+                      "train.resume", "dist.deepspeed.config_file", "export.out", "eval.benchmark_dir",
+                      "model.template", "stage.reward_model"}
 PATH_WORDS = ("path", "dir", "file", "out", "run", "resume", "adapter", "reward_model", "template", "datasets")
 
 

@@ -29,8 +29,8 @@ def gsm8k_dir(tmp_path):
 
 
 def grpo_config(model_dir, data_dir, out_dir, grpo=None, data=None, method=None, **train):
-    settings = {"num_generations": 2, "sampling": {"max_new_tokens": 5}, "reward_funcs": ["accuracy", "format", "length"],
-                "overlong_buffer": 2, **(grpo or {})}
+    settings = {"num_generations": 2, "sampling": {"max_new_tokens": 5},
+                "reward_funcs": ["accuracy", "format", "length"], "overlong_buffer": 2, **(grpo or {})}
     return tiny_run_config(model_dir, data_dir, out_dir, stage={"kind": "grpo", **settings},
                            data={"datasets": ["gsm8k"], "cache": False, **(data or {})},
                            train={"max_steps": 2, "batch_size": 4, **train}, **({"method": method} if method else {}))

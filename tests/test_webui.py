@@ -32,7 +32,8 @@ def _leaf_paths(value, prefix=""):
 
 
 KINDS = [({"kind": "lora", "rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}, {"kind": "sft"}),
-         ({"kind": "full"}, {"kind": "dpo", "preference_loss": "ipo"}), ({"kind": "freeze", "layers": 1}, {"kind": "kto"}),
+         ({"kind": "full"}, {"kind": "dpo", "preference_loss": "ipo"}),
+         ({"kind": "freeze", "layers": 1}, {"kind": "kto"}),
          ({"kind": "full"}, {"kind": "ppo", "reward_model": "rm-run"}), ({"kind": "full"}, {"kind": "pt"}),
          ({"kind": "lora"}, {"kind": "grpo", "num_generations": 2}), ({"kind": "lora"}, {"kind": "rm"})]
 
