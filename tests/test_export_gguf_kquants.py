@@ -112,8 +112,10 @@ MATRIX_TYPE = {"q4_0": "Q4_0", "q3_k_m": "Q3_K", "q4_k_m": "Q4_K", "q5_k_m": "Q5
 
 @pytest.fixture(scope="module")
 def k_files(k_model, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("k-gguf")
-    return {kind: write_gguf_for(k_model, kind, folder / kind) for kind in MATRIX_TYPE}
+    from transformers import AutoTokenizer
+
+    folder, tokenizer = tmp_path_factory.mktemp("k-gguf"), AutoTokenizer.from_pretrained(k_model)
+    return {kind: write_gguf_for(k_model, kind, folder / kind, tokenizer) for kind in MATRIX_TYPE}
 
 
 @pytest.fixture(scope="module")
