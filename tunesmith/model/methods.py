@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunesmith.config.schema import MethodConfig
+from tunesmith.config.method_kinds import MethodConfig
 from tunesmith.errors import TunesmithError
 
 
@@ -30,12 +30,12 @@ def apply_method(model, method: MethodConfig):
         model.requires_grad_(True)
         return model
     if method.kind == "freeze":
-        return _freeze_all_but(model, method.freeze.layers, method.freeze.modules)
+        return _freeze_all_but(model, method.layers, method.modules)
     if method.kind == "qlora":
         from tunesmith.model.quantize import is_quantized
 
         if not is_quantized(model):
-            raise TunesmithError("method.kind 'qlora' needs a quantized base; set model.quantization_bit to 4 or 8")
+            raise TunesmithError("method.kind qlora needs a quantized base; set model.quantization_bit to 4 or 8")
     return _add_lora(model, method)
 
 
@@ -48,7 +48,7 @@ def _add_lora(model, method: MethodConfig):
     """
     from peft import LoraConfig, get_peft_model
 
-    lora = method.lora
+    lora = method
     config = LoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,
@@ -63,7 +63,7 @@ def _add_lora(model, method: MethodConfig):
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as err:
-        raise TunesmithError(f"method.lora.targets / target_parameters: {err}; name linear layers (or, in "
+        raise TunesmithError(f"method.targets / target_parameters: {err}; name linear layers (or, in "
                              "target_parameters, weights) of this model, or use all-linear") from None
     _check_modules_to_save(peft_model, lora.modules_to_save)
     return peft_model
@@ -77,7 +77,7 @@ def _check_modules_to_save(peft_model, names: list[str]) -> None:
     for name in names:
         if not any(_name_has_part(path, name) for path in wrapped):
             raise TunesmithError(
-                f"method.lora.modules_to_save: '{name}' matches no module; use names such as embed_tokens, lm_head"
+                f"method.modules_to_save: '{name}' matches no module; use names such as embed_tokens, lm_head"
             )
 
 
@@ -85,7 +85,7 @@ def _freeze_all_but(model, n_layers: int, module_names: list[str]):
     """Train the last `n_layers` decoder layers and every parameter under a module named in `module_names`."""
     layers = decoder_layers(model)
     if n_layers > len(layers):
-        raise TunesmithError(f"method.freeze.layers is {n_layers} but the model has {len(layers)} layers")
+        raise TunesmithError(f"method.layers is {n_layers} but the model has {len(layers)} layers")
     model.requires_grad_(False)
     for layer in layers[len(layers) - n_layers:]:
         layer.requires_grad_(True)
@@ -94,7 +94,7 @@ def _freeze_all_but(model, n_layers: int, module_names: list[str]):
         matched = [param for name, param in named.items() if _name_has_part(name, wanted)]
         if not matched:
             raise TunesmithError(
-                f"method.freeze.modules: '{wanted}' matches no module; use names such as embed_tokens, mlp, "
+                f"method.modules: '{wanted}' matches no module; use names such as embed_tokens, mlp, "
                 "self_attn, lm_head or a dotted part like layers.0"
             )
         for param in matched:

@@ -25,8 +25,8 @@ def generation_seed(seed: int, step: int | str, prompt_index: int, generation: i
 def sample_completions(policy, tokenizer, prompts: list[list[int]], indexes: list[int], sampling, group: int,
                        seed: int, step: int | str, stop_ids: list[int]) -> list:
     """DecodeResults, `group` per prompt, prompt i's at rows i*group .. i*group+group-1; `sampling` is the stage's
-    settings (max_new_tokens, temperature, top_p). Call with the policy in eval mode."""
-    settings = dict(max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p)
+    sampling group. Call with the policy in eval mode."""
+    settings = sampling.model_dump(exclude={"seed"})  # the shared sampling group's fields, by name
     requests = [DecodeRequest(ids, GenerationSettings(**settings, seed=generation_seed(seed, step, index, g)))
                 for ids, index in zip(prompts, indexes) for g in range(group)]
     return decode_batch(policy, tokenizer, requests, stop_ids, max_context=None)

@@ -2,7 +2,7 @@
 per rollout batch with a value head on the policy and a per-token KL penalty against the reference.
 
 On the shared loop: each step's window is one prompt batch, made into a rollout here, and trained on for
-`ppo.epochs` optimizer updates."""
+`stage.epochs` optimizer updates."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class PpoStage(Stage):
             messages.pop()
         ids = template.prompt_ids(messages, record.tools)
         truncated = len(ids) > data.max_length
-        ids = ids[-data.max_length:]  # a long prompt loses its oldest tokens; replies add ppo.max_new_tokens
+        ids = ids[-data.max_length:]  # a long prompt loses its oldest tokens; replies add stage.sampling.max_new_tokens
         # Labels are the prompt itself only so that the data layer keeps the sample: PPO trains on rollouts.
         return Encoded(ids, list(ids), meta={PROMPT: (messages, record.tools), "prompt_truncated": truncated})
 
@@ -58,11 +58,11 @@ class PpoStage(Stage):
 
     @property
     def updates_per_window(self) -> int:
-        return self.config.ppo.epochs
+        return self.config.epochs
 
     def check(self, config, data) -> None:
         check_online_engine(self.name, config)
-        refuse_rm_under_zero3("stage.ppo.reward_model", config)
+        refuse_rm_under_zero3("stage.reward_model", config)
         if config.train.grad_accum > 1:
             raise TunesmithError("stage ppo takes one rollout batch per step and does not accumulate; set "
                                  "train.grad_accum: 1 and raise train.batch_size for larger rollouts")
@@ -86,9 +86,9 @@ class PpoStage(Stage):
         template = ChatTemplate(load_tokenizer(config.model), config.model.template)
         self.stop_ids, self.tokenizer, self.seed = template.stop_token_ids(), template.tokenizer, config.train.seed
         self.reference = Reference(model, reference_settings(config)).to(device)
-        self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device,
+        self.scorer = load_reward_scorer(Path(self.config.reward_model), template.tokenizer, device,
                                          config.model.trust_remote_code)
-        self.normalizer = rollouts.RewardNormalizer(self.config.ppo.reward_norm, self.config.ppo.reward_clip)
+        self.normalizer = rollouts.RewardNormalizer(self.config.reward_norm, self.config.reward_clip)
         return PolicyWithCritic(model, new_head(model.config.hidden_size, zero=True))
 
     def window(self, model, batches, step):
@@ -112,7 +112,7 @@ class PpoStage(Stage):
         Each process generates replies to its own prompts; rewards, advantages and stats are then computed over
         the rows of all processes (see `batch_statistics`), as one process with the whole batch would.
         """
-        ppo, policy = self.config.ppo, unwrap(model)
+        ppo, policy = self.config, unwrap(model)
         was_training = policy.training
         policy.eval()
         with whole_weights(model):
@@ -120,10 +120,10 @@ class PpoStage(Stage):
         prompt_len, mask = batch["input_ids"].shape[1], out["reply_mask"]
         scores = self.scorer(batch["prompts"], out["reply"], mask)
         logits, values = policy(out["input_ids"], out["attention_mask"], out["position_ids"], prompt_len,
-                                ppo.temperature)
+                                ppo.sampling.temperature)
         logps, values = rollouts.token_logps(logits, out["reply"]), values * mask
         with self.reference.model(policy.backbone) as network:
-            ref_logits, _ = rollouts.reply_forward(network, out, prompt_len, ppo.temperature)
+            ref_logits, _ = rollouts.reply_forward(network, out, prompt_len, ppo.sampling.temperature)
         ref_logps = rollouts.token_logps(ref_logits, out["reply"])
         policy.train(was_training)
         local = {"scores": scores, "logps": logps, "ref_logps": ref_logps, "values": values, "mask": mask}
@@ -145,7 +145,7 @@ class PpoStage(Stage):
             batch = self.collate(samples[start:start + batch_size], self.tokenizer.pad_token_id or 0)
             batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
             with whole_weights(model):
-                out = rollouts.generate(policy.backbone, self.tokenizer, batch, self.config.ppo, self.stop_ids,
+                out = rollouts.generate(policy.backbone, self.tokenizer, batch, self.config, self.stop_ids,
                                         self.seed, "eval")
             scores.append(self.scorer(batch["prompts"], out["reply"], out["reply_mask"]).float())
         policy.train(was_training)
@@ -155,7 +155,7 @@ class PpoStage(Stage):
     def batch_statistics(self, local: dict, accelerator) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(advantages, returns, stats) of this process's rows, with reward normalisation, whitening and stats
         taken over every process's rows: the same numbers one process with the whole batch computes."""
-        ppo, width = self.config.ppo, local["mask"].shape[1]
+        ppo, width = self.config, local["mask"].shape[1]
         every, mine = gather_rows(accelerator, local)
         mask = every["mask"]
         rewards, kl = rollouts.token_rewards(self.normalizer(every["scores"]), every["logps"], every["ref_logps"],
@@ -167,10 +167,10 @@ class PpoStage(Stage):
 
     def loss(self, model, batch):
         """(summed over reply tokens: policy loss + value_coef * value loss, summed metrics)."""
-        ppo, mask = self.config.ppo, batch["reply_mask"]
+        ppo, mask = self.config, batch["reply_mask"]
         # Through the (possibly wrapped) model's own forward: DDP syncs gradients only for passes it sees.
         logits, values = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"],
-                               batch["prompt_len"], ppo.temperature)
+                               batch["prompt_len"], ppo.sampling.temperature)
         logps = rollouts.token_logps(logits, batch["reply"])
         pg, pg_clipped = ppo_policy_losses(logps, batch["old_logps"], batch["advantages"], ppo.clip_range)
         vf, vf_clipped = ppo_value_losses(values, batch["old_values"], batch["returns"], ppo.value_clip_range)

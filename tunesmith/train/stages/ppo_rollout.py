@@ -36,7 +36,7 @@ def generate(policy, tokenizer, batch: dict, ppo, stop_ids: list[int], seed: int
     reply with masks and position ids (left-padded prompts, right-padded replies that end at their stop token)."""
     prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
     prompts = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]
-    results = sample_completions(policy, tokenizer, prompts, batch["index"], ppo, 1, seed, step, stop_ids)
+    results = sample_completions(policy, tokenizer, prompts, batch["index"], ppo.sampling, 1, seed, step, stop_ids)
     width = max(1, max(len(result.token_ids) for result in results))
     pad_id = tokenizer.pad_token_id or 0
     reply = torch.full((len(results), width), pad_id, dtype=torch.long)
