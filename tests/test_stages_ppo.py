@@ -143,8 +143,10 @@ def test_eval_is_the_mean_score_of_the_validation_prompts_whatever_the_batch(tin
 
 def test_early_stopping_follows_the_eval_reward(tiny_model_dir, reward_run, tmp_path):
     stage, trainer, data, _, _ = build(tiny_model_dir, tmp_path, prompts(6), ppo_settings(reward_run),
-                                       max_steps=6, eval_steps=1, early_stopping_patience=2)
+                                       max_steps=6, eval_steps=1)
+    # The harness builds no validation split (which the config would ask of early stopping): both given here.
     trainer.val = data.train[:2]
+    trainer.train_config = trainer.train_config.model_copy(update={"early_stopping_patience": 2})
     stage.scorer = ConstantReward()  # never better than the first evaluation
     trainer.run()
     logged = read_metrics(tmp_path / "run")
