@@ -230,8 +230,10 @@ class TrainConfig(Group):
         description="Continue a run: 'auto' picks the newest complete checkpoint in output_dir (or starts fresh "
         "when there is none); a path picks that checkpoint folder.",
     )
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in the backward pass: much less memory, about 30% slower."
+    gradient_checkpointing: bool | Literal["offload"] = Field(
+        False, description="Recompute each decoder layer's activations in the backward pass: much less memory, "
+        "about 30% slower. 'offload' also keeps the layer inputs it saves in CPU memory (pinned, copied back for "
+        "the backward pass) instead of the GPU's: less GPU memory still, slower again; on a CPU it equals true."
     )
     neftune_alpha: float | None = Field(
         None, gt=0, description="NEFTune: add uniform noise of scale alpha/sqrt(length*hidden) to the input "

@@ -1,0 +1,97 @@
+"""Log-probabilities of the trained tokens, with the output head applied a chunk of tokens at a time.
+
+Every stage that trains on tokens takes its loss from here: sft and pt sum the negated log-probs (cross
+entropy), dpo / kto sum them per reply, online stages (ppo, grpo) take them per token. The tokens x vocab
+logits never exist whole: each chunk's logits are computed, reduced to one log-prob per token and dropped, and
+recomputed chunk by chunk in the backward pass (activation checkpointing of the head alone). With a 49k vocab
+and 2k target tokens that is 400 MB of float32 logits per copy (logits, softmax, their gradient) cut to a
+chunk's 64 MB, for one more forward matmul of the head at backward time.
+
+`LogpsModel` is the one module that computes them inside a forward call. A stage's model is wrapped in it
+before DDP / DeepSpeed / FSDP wrap the model, so their forward hooks (gradient sync, ZeRO-3 gathering of the
+head's shards, in the backward recomputation too) see the head's every use. `token_logps(model, batch)` is the
+function stages call, with that wrapped model or with any causal LM (a frozen reference, a test's model).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+
+from tunesmith.data.collator import TARGET_INDEX
+from tunesmith.train.forward import model_inputs
+
+LOGIT_ELEMENTS = 1 << 24  # logits alive at once: 16M float32 values (64 MB), e.g. 341 tokens of a 49k vocab
+
+
+def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: float | None = None,
+                  chunk_tokens: int | None = None) -> torch.Tensor:
+    """[n] log softmax(head(hidden_i))[targets_i] in float32, for hidden [n, h], with logits capped to
+    softcap * tanh(logits / softcap) when softcap is set (Gemma 2); equal to the unchunked formula."""
+    vocab = head.weight.shape[0] if getattr(head, "weight", None) is not None else head.out_features
+    chunk_tokens = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)
+    recompute = torch.is_grad_enabled() and (hidden.requires_grad or _trains(head))
+    pieces = []
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        piece = (hidden[start:start + chunk_tokens], targets[start:start + chunk_tokens])
+        if recompute:
+            pieces.append(torch.utils.checkpoint.checkpoint(_logps, head, softcap, *piece, use_reentrant=False))
+        else:
+            pieces.append(_logps(head, softcap, *piece))
+    return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def _logps(head, softcap: float | None, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return -F.cross_entropy(logits, targets, reduction="none")
+
+
+def _trains(module) -> bool:
+    return any(param.requires_grad for param in module.parameters())
+
+
+class LogpsModel(torch.nn.Module):
+    """A causal LM whose forward returns the log-probs of a batch's target tokens (see `token_logps`)."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def __getattr__(self, name: str):
+        """Everything else (config, adapters, activation checkpointing...) is the backbone's."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.backbone, name)
+
+    def forward(self, input_ids, target_index, target_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        inputs = model_inputs({key: value for key, value in batch.items() if value is not None},
+                              self.backbone.config)
+        hidden = self.backbone.get_decoder()(**inputs, use_cache=False).last_hidden_state
+        # Position t predicts token t + 1; target_index holds the flat positions (row * width + t) that do.
+        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_index)
+        softcap = getattr(self.backbone.config, "final_logit_softcapping", None)
+        return chunked_logps(self.backbone.get_output_embeddings(), hidden, target_ids, softcap)
+
+    def save_pretrained(self, folder, state_dict: dict | None = None, **kwargs) -> None:
+        """The backbone's own files; state_dict (keyed as this wrapper's, as ZeRO-3 gathers it) written instead."""
+        if state_dict is not None:
+            state_dict = {key.removeprefix("backbone."): value for key, value in state_dict.items()}
+        self.backbone.save_pretrained(folder, state_dict=state_dict, **kwargs)
+
+
+def token_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[targets] the log-prob of every trained token of the batch (labels != -100 after the first position), in
+    the order of the collator's flat target index (row by row). `model` is a LogpsModel (as a stage prepares it,
+    possibly inside a distributed wrapper) or any causal LM, wrapped here for the call."""
+    inner = getattr(model, "module", model)  # DDP, FSDP and DeepSpeed keep the wrapped module there
+    if not isinstance(inner, LogpsModel):
+        model = LogpsModel(model)
+    index = batch[TARGET_INDEX]
+    target_ids = batch["labels"].reshape(-1).index_select(0, index + 1)
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
+    return model(target_index=index, target_ids=target_ids, **inputs)
