@@ -1,5 +1,5 @@
 """Packing: rows hold every sample once, within max_length, and the per-sample loss is the unpacked one, with
-every attention kind that runs on a CPU, packed rows as they are or flattened into one row (as flash attention
+the attention kinds CI runs on a CPU, packed rows as they are or flattened into one row (as flash attention
 gets them)."""
 
 from __future__ import annotations
@@ -62,20 +62,11 @@ def as_one_row(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {**flat, "target_index": batch["target_index"]}
 
 
-def runs_here(attention: str) -> bool:
-    try:
-        with torch.no_grad():
-            tiny_llama(attention)(torch.zeros((1, 4), dtype=torch.long))
-    except Exception:  # noqa: BLE001 - flex attention needs a compiler toolchain that a machine may lack
-        return False
-    return True
-
-
+# flex_attention is left out: it compiles its kernel first, which did not finish within 10 minutes on the shared
+# 2-core CI machine.
 @pytest.mark.parametrize("layout", ["rows", "one row"])
-@pytest.mark.parametrize("attention", ["sdpa", "eager", "flex_attention"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_per_sample_loss_with_packing_equals_without(attention, layout):
-    if not runs_here(attention):
-        pytest.skip(f"{attention} does not run on this machine")
     model = tiny_llama(attention)
     samples = random_samples(12, seed=1)
     rows = pack_samples(samples, 96)
