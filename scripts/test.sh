@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite, from a fresh checkout: installs what it needs, then runs pytest offline.
+# The test suite, from a fresh checkout: installs what it needs (at the tested versions), then runs pytest
+# offline. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
@@ -9,6 +10,6 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" =
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     chromium chromium-driver fonts-wqy-microhei >/dev/null
 fi
-. .venv/bin/activate
+. "${TUNESMITH_VENV:-.venv}/bin/activate"
 export HF_HUB_OFFLINE=1
 exec python -m pytest -q "$@"

@@ -33,6 +33,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from tunesmith.errors import TunesmithError
+    from tunesmith.infer.library_warnings import warnings_to_logging
     from tunesmith.serve.app import build_app
     from tunesmith.serve.common import ServerOptions
     from tunesmith.serve.run import is_loopback, serve_forever
@@ -51,6 +52,7 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    warnings_to_logging()
     engine = engine_from_args(args)
     options = ServerOptions(
         model_name=args.served_model_name or _default_name(args), api_key=api_key, max_batch=args.max_batch,

@@ -40,7 +40,6 @@ def run(args) -> int:
     engine = engine_from_args(args)
     if args.prompt is not None:
         answer_once(engine, args.prompt, args.system, settings)
-        print()
         return 0
     chat_loop(engine, args.system, settings)
     return 0

@@ -31,6 +31,7 @@ def run(args) -> int:
 
     if importlib.util.find_spec("gradio") is None:
         raise TunesmithError("the web UI needs gradio; install it with: pip install 'tunesmith[webui]'")
+    from tunesmith.infer.library_warnings import warnings_to_logging
     from tunesmith.webui.app import launch
     from tunesmith.webui.context import WebuiContext
 
@@ -38,6 +39,7 @@ def run(args) -> int:
     if args.host not in LOOPBACK and auth is None:
         print(f"warning: serving on {args.host} without --auth: anyone who reaches this address can train and "
               "run models here")
+    warnings_to_logging()
     ctx = WebuiContext.create(args.runs_dir, args.allowed_root)
     launch(ctx, args.host, args.port, auth, args.share)
     return 0

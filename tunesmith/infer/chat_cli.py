@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from tunesmith.infer.engine import ContextTooLong, GenerationSettings
+from tunesmith.infer.library_warnings import HeldWarnings
 
 HELP = "commands: /clear forgets the conversation, /exit (or Ctrl-D) quits"
 
@@ -24,12 +25,17 @@ def next_message(read=input) -> str | None:
 
 def answer_once(engine, prompt: str, system: str | None, settings: GenerationSettings) -> str:
     messages = start_messages(system) + [{"role": "user", "content": prompt}]
-    return _stream_reply(engine, messages, settings)
+    held = HeldWarnings()
+    reply = _stream_reply(engine, messages, settings, held)
+    print()
+    held.show()
+    return reply
 
 
 def chat_loop(engine, system: str | None, settings: GenerationSettings, read=input) -> None:
     print(HELP)
     messages = start_messages(system)
+    held = HeldWarnings()
     while (text := next_message(read)) is not None:
         if text == CLEAR:
             messages = start_messages(system)
@@ -40,7 +46,7 @@ def chat_loop(engine, system: str | None, settings: GenerationSettings, read=inp
         messages.append({"role": "user", "content": text})
         try:
             print("assistant> ", end="", flush=True)
-            reply = _stream_reply(engine, messages, settings)
+            reply = _stream_reply(engine, messages, settings, held)
         except ContextTooLong as err:
             messages.pop()
             print(f"\n[{err}]")
@@ -48,17 +54,19 @@ def chat_loop(engine, system: str | None, settings: GenerationSettings, read=inp
         messages.append({"role": "assistant", "content": reply})
         context = engine.count_tokens(messages)
         limit = f" / {engine.max_context}" if engine.max_context else ""
-        print(f"\n[context: {context}{limit} tokens]")
+        print(f"\n[context: {context}{limit} tokens]", flush=True)
+        held.show()
 
 
 def start_messages(system: str | None) -> list[dict]:
     return [{"role": "system", "content": system}] if system else []
 
 
-def _stream_reply(engine, messages: list[dict], settings: GenerationSettings) -> str:
+def _stream_reply(engine, messages: list[dict], settings: GenerationSettings, held: HeldWarnings) -> str:
     pieces = []
-    for piece in engine.stream(messages, settings):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-        pieces.append(piece)
+    with held.holding():
+        for piece in engine.stream(messages, settings):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            pieces.append(piece)
     return "".join(pieces).strip()

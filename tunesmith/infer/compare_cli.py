@@ -7,6 +7,7 @@ import textwrap
 
 from tunesmith.infer.chat_cli import CLEAR, next_message, start_messages
 from tunesmith.infer.engine import ContextTooLong, GenerationSettings
+from tunesmith.infer.library_warnings import HeldWarnings
 
 HELP = "compare mode: every model answers each message; /clear forgets the conversations, /exit quits"
 
@@ -32,27 +33,32 @@ def compare_loop(engines: list[tuple[str, object]], system: str | None, settings
                  read=input) -> None:
     print(HELP)
     histories = {name: start_messages(system) for name, _ in engines}
+    held = HeldWarnings()
     while (text := next_message(read)) is not None:
         if text == CLEAR:
             histories = {name: start_messages(system) for name, _ in engines}
             print("(history cleared)")
             continue
         if text:
-            print(compare_turn(engines, histories, text, settings))
+            print(compare_turn(engines, histories, text, settings, held))
 
 
-def compare_turn(engines, histories: dict[str, list[dict]], text: str, settings: GenerationSettings) -> str:
+def compare_turn(engines, histories: dict[str, list[dict]], text: str, settings: GenerationSettings,
+                 held: HeldWarnings | None = None) -> str:
     """Each model's reply to `text` after its own history (which gains the turn), laid out side by side."""
+    held = held or HeldWarnings()
     columns = []
     for name, engine in engines:
         messages = histories[name] + [{"role": "user", "content": text}]
         print(f"({name} is answering...)", flush=True)
         try:
-            reply = engine.generate(messages, settings).strip()
+            with held.holding():
+                reply = engine.generate(messages, settings).strip()
         except ContextTooLong as err:
             columns.append((name, f"[{err}]"))
             continue
         histories[name] = messages + [{"role": "assistant", "content": reply}]
         limit = f"/{engine.max_context}" if engine.max_context else ""
         columns.append((f"{name} [{engine.count_tokens(histories[name])}{limit} tokens]", reply))
+    held.show()  # before the table, never inside it
     return side_by_side(columns, shutil.get_terminal_size().columns)

@@ -9,6 +9,7 @@ arrives mid-batch waits one step, not for the whole batch.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -16,6 +17,16 @@ import torch
 from tunesmith.infer.sampling import BatchSampler
 from tunesmith.infer.settings import DecodeRequest, DecodeResult
 from tunesmith.infer.text_tracker import TextTracker
+
+
+@functools.cache
+def cache_field() -> str:
+    """The name of the KV cache, as a forward argument and as an output field. transformers 5.24 renamed it
+    from past_key_values to cache (the old name still works but warns, and goes in 5.40); releases before
+    that know only past_key_values."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def left_padded(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,8 +86,8 @@ class _Running:
         self.mask = torch.cat([self.mask, torch.ones_like(self.tokens).unsqueeze(1)], dim=1)
         positions = self.mask.sum(dim=1, keepdim=True) - 1
         out = model(input_ids=self.tokens.unsqueeze(1), attention_mask=self.mask, position_ids=positions,
-                    past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-        self.cache = out.past_key_values
+                    use_cache=True, logits_to_keep=1, **{cache_field(): self.cache})
+        self.cache = getattr(out, cache_field())
         self._take(out.logits[:, -1, :], stop_ids)
 
     def _take(self, logits: torch.Tensor, stop_ids: set[int]) -> None:
@@ -121,7 +132,7 @@ def prefill(model, tokenizer, requests: list[DecodeRequest], max_context, stop_i
     logits = out.logits[:, -1, :]
     # The vocabulary size is the logits' width, which may exceed len(tokenizer).
     sampler = BatchSampler([r.settings for r in requests], prompts, logits.shape[-1], device)
-    running = _Running(rows, out.past_key_values, mask, None, sampler)
+    running = _Running(rows, getattr(out, cache_field()), mask, None, sampler)
     running._take(logits, stop_ids)
     return running
 
