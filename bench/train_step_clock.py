@@ -31,7 +31,7 @@ def run_tunesmith(config_path: str, ticks: list) -> None:
             ticks.append(_clock())
             return result
 
-    loop.Trainer = ClockedTrainer  # the stage's make_trainer looks the class up in the loop module
+    loop.Trainer = ClockedTrainer  # train() looks the class up in the loop module when it starts
     train(load_config(config_path))
 
 

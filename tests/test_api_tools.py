@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 
 from conftest import TOKENIZERS
 from tunesmith.data.template import ChatTemplate
+from tunesmith.infer.decoding import cache_field
 from tunesmith.infer.engine import HfEngine
 from tunesmith.infer.tool_calls import HERMES, ContentGate, tool_call_format
 from tunesmith.serve.app import build_app
@@ -59,7 +60,7 @@ class ScriptedLM(torch.nn.Module):
         self.step += 1
         logits = torch.full((input_ids.shape[0], 1, len(self.tokenizer)), -1e4)  # sampling too follows the script
         logits[:, -1, token] = 0.0
-        return SimpleNamespace(logits=logits, past_key_values=_NoCache())
+        return SimpleNamespace(logits=logits, **{cache_field(): _NoCache()})  # the name the engine reads
 
 
 @pytest.fixture(scope="module")

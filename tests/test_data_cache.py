@@ -84,3 +84,22 @@ def test_multi_process_tokenization_matches_one_process(tmp_path, template, monk
     assert as_lists(one) == as_lists(two)
     manifest = json.loads(next((tmp_path / "two" / "cache").glob("*/manifest.json")).read_text())
     assert manifest["shards"] == 4 and manifest["stats"]["records"] == 91
+
+
+def test_default_cache_folder_follows_xdg_cache_home(tmp_path, template, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    data = DataConfig(datasets=["identity"], dataset_dir=str(LF_DATA), max_length=64)
+    prepare_data(data, CountingEncoder(template), "conversation", 0, encoder_fingerprint(template, "sft"))
+    (key_folder,) = (tmp_path / "xdg" / "tunesmith" / "data").iterdir()
+    assert (key_folder / "manifest.json").is_file()
+
+
+def test_a_change_in_the_encoding_code_misses_the_old_cache(tmp_path, template, monkeypatch):
+    from tunesmith.data import cache
+
+    fingerprint = encoder_fingerprint(template, "sft")
+    prepare_data(config(tmp_path), CountingEncoder(template), "conversation", 0, fingerprint)
+    monkeypatch.setattr(cache, "encoding_code_version", lambda: "edited encoder")
+    after_edit = CountingEncoder(template)
+    prepare_data(config(tmp_path), after_edit, "conversation", 0, fingerprint)
+    assert after_edit.calls == 91

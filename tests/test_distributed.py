@@ -186,15 +186,13 @@ def test_accelerate_still_runs_no_fsdp_on_cpu(tmp_path):
 def test_ppo_refuses_engines_that_shard_the_policy(tmp_path):
     from types import SimpleNamespace
 
-    from accelerate.utils import DistributedType
-
     from tunesmith.config.schema import StageConfig
     from tunesmith.train.stages.ppo import PpoStage
 
     stage = PpoStage(StageConfig(kind="ppo", ppo={"reward_model": str(tmp_path)}))
-    for engine in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+    for engine in ("deepspeed", "fsdp"):
         with pytest.raises(TunesmithError, match="dist.engine=ddp"):
-            stage.make_trainer(SimpleNamespace(distributed_type=engine), None, None, None, None, tmp_path)
+            stage.check(SimpleNamespace(dist=SimpleNamespace(engine=engine)), None)
 
 
 def test_two_process_run_resumes_on_the_same_trajectory(single_process_losses):

@@ -41,7 +41,7 @@ def test_lora_bf16_estimate_matches_the_hand_computed_numbers(config_only_dir):
     base = 2 * vocab * h + 2 * (h * h + 2 * h * kv + h * h + 3 * h * i + 2 * h) + h
     lora = 2 * 8 * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + i) + (i + h))  # r * (in + out), 7 modules, 2 layers
     assert (estimate.params.trainable, estimate.params.total) == (lora, base + lora)
-    assert estimate.weights == 2 * base + 4 * lora  # bf16 base, float32 adapter (peft's default)
+    assert estimate.weights == 2 * base + 4 * lora  # bf16 base, float32 adapter (master weights)
     assert estimate.gradients == 4 * lora
     assert estimate.optimizer == 2 * 4 * lora  # AdamW: exp_avg and exp_avg_sq
     # bytes per token: E = R = 2, float32 adapter (so each LoRA module copies its input)
@@ -52,7 +52,10 @@ def test_lora_bf16_estimate_matches_the_hand_computed_numbers(config_only_dir):
     lora_modules = 7 * 2 * 8 + 2 * (6 * h + i)  # E r each, plus E in for the input copy
     layer0 = norm_with_grad_input + attention + mlp + linear_inputs + lora_modules  # input_layernorm: no grad input
     layer1 = layer0 + norm_with_grad_input
-    assert estimate.activations == tokens * (layer0 + layer1 + norm_with_grad_input)
+    # sdpa on a padded batch, per layer: the additive [B, 1, L, L] mask and K, V repeated from 2 to 4 heads
+    sdpa = 2 * (2 * 32 * 32 * 2 + 2 * tokens * (h - kv) * 2)
+    copies = 2 * lora  # autocast's bf16 copy of each float32 adapter weight (all of them are linear)
+    assert estimate.activations == tokens * (layer0 + layer1 + norm_with_grad_input) + sdpa + copies
     assert estimate.logits == 12 * tokens * vocab
     assert estimate.peak == estimate.weights + estimate.optimizer + estimate.activations + estimate.logits
 
@@ -61,11 +64,14 @@ def test_accumulation_and_checkpointing_change_the_peak_as_documented(config_onl
     full = {"kind": "full"}
     single = estimate_memory(validate_config(run_config(config_only_dir, full)))
     accum = estimate_memory(validate_config(run_config(config_only_dir, full, grad_accum=4)))
-    ckpt = estimate_memory(validate_config(run_config(config_only_dir, full, gradient_checkpointing=True)))
+    # In fp32, so that autocast's weight copies (kept either way) do not hide what checkpointing saves.
+    fp32 = {"dtype": "float32", "precision": "fp32"}
+    no_ckpt = estimate_memory(validate_config(run_config(config_only_dir, full, **fp32)))
+    ckpt = estimate_memory(validate_config(run_config(config_only_dir, full, **fp32, gradient_checkpointing=True)))
 
     assert single.peak == single.weights + single.optimizer + max(single.activations + single.logits, single.gradients)
     assert accum.peak == accum.weights + accum.optimizer + accum.gradients + accum.activations + accum.logits
-    assert ckpt.activations < single.activations / 1.5
+    assert ckpt.activations < no_ckpt.activations / 1.5
 
 
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
@@ -91,7 +97,7 @@ def test_4bit_weights_match_what_bitsandbytes_stores(tmp_path):
     assert estimate_memory(validate_config(config)).weights == pytest.approx(measured, rel=0.005)
 
 
-def saved_activation_bytes(model, ids: torch.Tensor) -> int:
+def saved_activation_bytes(model, ids: torch.Tensor, mask: torch.Tensor, autocast) -> int:
     """Bytes of the distinct tensors autograd saves in the decoder and the output head (parameters aside)."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages = {}
@@ -102,8 +108,9 @@ def saved_activation_bytes(model, ids: torch.Tensor) -> int:
             storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
-        hidden = model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), \
+            torch.autocast("cpu", dtype=autocast or torch.float32, enabled=autocast is not None):
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
         model.get_output_embeddings()(hidden)
     return sum(storages.values())
 
@@ -117,21 +124,28 @@ def saved_activation_bytes(model, ids: torch.Tensor) -> int:
     ({"kind": "freeze", "freeze": {"layers": 1}}, "float32"),
 ])
 def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
-    """Weights, gradients and AdamW states exactly; saved activations within 5%."""
+    """Weights, gradients and AdamW states exactly; saved activations (a padded batch, under the plan's
+    autocast) within 5%. The model is prepared as training prepares it."""
     from transformers import LlamaForCausalLM
 
     from tunesmith.config.schema import MethodConfig
     from tunesmith.model.methods import apply_method
+    from tunesmith.model.precision import keep_trainable_in_master, training_plan
 
     torch.manual_seed(0)
     LlamaForCausalLM(llama_config()).save_pretrained(tmp_path / "model", safe_serialization=True)
     precision = "bf16" if dtype == "bfloat16" else "fp32"
-    estimate = estimate_memory(validate_config(run_config(tmp_path / "model", method, dtype, precision)))
-    model = apply_method(LlamaForCausalLM.from_pretrained(tmp_path / "model", dtype=getattr(torch, dtype)),
+    config = validate_config(run_config(tmp_path / "model", method, dtype, precision))
+    estimate = estimate_memory(config)
+    plan = training_plan(config, "cpu")
+    model = apply_method(LlamaForCausalLM.from_pretrained(tmp_path / "model", dtype=plan.load_dtype),
                          MethodConfig.model_validate(method))
+    keep_trainable_in_master(model, plan)
     ids = torch.randint(0, SHAPE["vocab_size"], (2, 32))
+    mask = torch.ones_like(ids)
+    mask[1, 20:] = 0  # a padded row: sdpa gets a mask
 
-    activations = saved_activation_bytes(model, ids)
+    activations = saved_activation_bytes(model, ids, mask, plan.autocast)
     model(input_ids=ids, labels=ids).loss.backward()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     optimizer.step()

@@ -71,3 +71,20 @@ def test_loss_is_the_token_weighted_mean_of_per_sample_losses(tiny_model_dir, id
     # Relative, in float64: at a perplexity of ~5e4 float32 alone is off by 2e-2, and a loss within 1e-4 gives
     # a perplexity within 1e-4 of it relatively.
     assert results["perplexity"] == pytest.approx(math.exp(total / tokens), rel=1e-4)
+
+
+def test_predict_scores_replies_with_reward_functions(talkative_dir, identity_dir, tmp_path):
+    (tmp_path / "chars.py").write_text("def chars(prompts, completions, **columns):\n"
+                                       "    return [float(len(text)) for text in completions]\n")
+    out = tmp_path / "predict.json"
+    argv = ["eval", "--model", str(talkative_dir), "--task", "predict", "--data", str(identity_dir),
+            "--dataset", "identity", "--max-samples", "3", "--max-new-tokens", "6", "--out", str(out),
+            "--rewards", "accuracy", f"{tmp_path}/chars.py:chars"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (tmp_path / PREDICTIONS_FILE).read_text().splitlines()]
+    metrics = json.loads(out.read_text())["metrics"]
+    from tunesmith.train.rewards.builtin import accuracy
+
+    replies, labels = [row["predict"] for row in rows], [row["label"] for row in rows]
+    assert metrics["reward/accuracy"] == pytest.approx(sum(accuracy(None, replies, labels)) / 3)
+    assert metrics[f"reward/{tmp_path}/chars.py:chars"] == pytest.approx(sum(map(len, replies)) / 3)

@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from tunesmith import __version__
+from tunesmith.commands.schema_flags import CommandParser
 from tunesmith.errors import TunesmithError
 
 # Modules under tunesmith.commands, in the order `--help` lists them. Each has `register(subparsers)`.
@@ -17,7 +18,7 @@ COMMANDS = ["train", "chat", "api", "data", "env", "eval", "export", "webui", "e
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune causal language models from one YAML file.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for name in COMMANDS:
         importlib.import_module(f"tunesmith.commands.{name}").register(subparsers)
     return parser

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a "
                         "shared machine fewer threads than cores often decode faster")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                        help="allow browser pages from this origin (repeatable); CORS is off without it")
+                        help="allow browser pages from this origin (repeatable); CORS is off without it; "
+                        "'*' (every origin) needs an API key")
     parser.set_defaults(handler=run)
 
 
@@ -40,7 +41,7 @@ def run(args) -> int:
 
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         raise TunesmithError("the API server needs fastapi and uvicorn: pip install 'tunesmith[serve]'")
-    api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
+    api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None  # env-ok: a secret kept out of ps and history
     if not is_loopback(args.host) and not api_key:
         raise TunesmithError(
             f"binding {args.host} without an API key would let anyone who can reach it use the model; "
@@ -52,12 +53,12 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    warnings_to_logging()
-    engine = engine_from_args(args)
-    options = ServerOptions(
+    options = ServerOptions(  # checked before the model loads: a refused option should not wait for it
         model_name=args.served_model_name or _default_name(args), api_key=api_key, max_batch=args.max_batch,
         max_waiting=args.max_waiting, cors_origins=args.cors_origin,
     )
+    warnings_to_logging()
+    engine = engine_from_args(args)
     print(f"serving '{options.model_name}' at http://{args.host}:{args.port}/v1"
           + (" (API key required)" if api_key else " (no API key)"), flush=True)
     serve_forever(build_app(engine, options), args.host, args.port)

@@ -2,34 +2,36 @@
 with --compare."""
 
 from tunesmith.commands.options import add_model_arguments, engine_from_args
+from tunesmith.commands.schema_flags import add_group_flags, flag_values
+
+BASE = "base"  # in --compare: the --model itself (with its --gguf-file), untrained
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("chat", help="chat with a model in the terminal")
     add_model_arguments(parser)
     parser.add_argument("--compare", nargs="+", metavar="MODEL_OR_RUN",
-                        help="answer with each of these side by side: run folders, model folders, or adapter "
-                        "folders (applied on --model)")
+                        help=f"answer with each of these side by side: run folders, model folders, adapter folders "
+                        f"(applied on --model), or the word {BASE} for --model itself (a folder named {BASE}: "
+                        f"./{BASE})")
     parser.add_argument("--system", help="system prompt")
     parser.add_argument("--prompt", help="answer this one message and exit")
-    parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0, help="0: no limit")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0)
-    parser.add_argument("--seed", type=int)
     parser.set_defaults(handler=run)
+    parser.defer(_add_sampling_flags)
+
+
+def _add_sampling_flags(parser) -> None:
+    from tunesmith.infer.settings import GenerationSettings
+
+    parser.set_defaults(sampling_flags=add_group_flags(parser, GenerationSettings, exclude=("stop",)))
 
 
 def run(args) -> int:
     from tunesmith.infer.chat_cli import answer_once, chat_loop
     from tunesmith.infer.compare_cli import compare_loop, compare_turn
-    from tunesmith.infer.engine import GenerationSettings
+    from tunesmith.infer.settings import GenerationSettings
 
-    settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty, seed=args.seed,
-    )
+    settings = GenerationSettings(**flag_values(args, args.sampling_flags))
     if args.compare:
         engines = _compare_engines(args)
         if args.prompt is not None:
@@ -55,8 +57,7 @@ def _compare_engines(args) -> list[tuple[str, object]]:
 
     from tunesmith.errors import TunesmithError
     from tunesmith.infer.loader import load_engine
-    from tunesmith.model.save import is_adapter_folder
-    from tunesmith.train.run import CONFIG_FILE
+    from tunesmith.run_folder import is_adapter, is_run_folder
 
     if len(args.compare) < 2:
         raise TunesmithError("--compare needs at least two models, adapters or runs")
@@ -64,9 +65,13 @@ def _compare_engines(args) -> list[tuple[str, object]]:
     for spec in args.compare:
         folder = Path(spec)
         common = dict(template=args.template, trust_remote_code=args.trust_remote_code, backend=args.backend)
-        if (folder / CONFIG_FILE).is_file():
+        if spec == BASE:
+            if not args.model:
+                raise TunesmithError(f"--compare {BASE} is the --model itself; say which model with --model")
+            engine = load_engine(model=args.model, gguf_file=args.gguf_file, **common)
+        elif is_run_folder(folder):
             engine = load_engine(run=spec, **common)
-        elif is_adapter_folder(folder):
+        elif is_adapter(folder):
             if not args.model:
                 raise TunesmithError(f"{spec} is an adapter; say which base model it applies to with --model")
             engine = load_engine(model=args.model, adapter=spec, gguf_file=args.gguf_file, **common)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from tunesmith.commands.options import add_model_arguments
+from tunesmith.commands.schema_flags import add_group_flags, flag_values
 
-# Flags that set the field of the eval config group with the same name.
-EVAL_FLAGS = ("task", "shots", "split", "lang", "out", "batch_size", "max_samples", "seed", "max_new_tokens",
-              "temperature", "adapter", "run")
+MODEL_FLAGS = ("run", "adapter")  # eval fields whose flags add_model_arguments defines, with the same meaning
+BENCHMARKS = ("mmlu", "ceval", "cmmlu")
 
 
 def register(subparsers) -> None:
@@ -14,32 +14,31 @@ def register(subparsers) -> None:
     parser.add_argument("config", nargs="?", help="YAML config with an eval: group (flags below override it)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. eval.shots=0")
     add_model_arguments(parser)
-    parser.add_argument("--task", choices=["mmlu", "ceval", "cmmlu", "predict", "loss"])
     parser.add_argument("--data", help="benchmark folder (mmlu/ceval/cmmlu), or a dataset file or folder")
     parser.add_argument("--dataset", help="predict/loss: dataset name(s) in --data's dataset_info.json")
-    parser.add_argument("--max-length", type=int, help="predict/loss: longest tokenized sample (default 1024)")
-    parser.add_argument("--split", choices=["auto", "test", "val", "dev"], help="benchmark split (default auto)")
-    parser.add_argument("--lang", choices=["auto", "en", "zh"], help="benchmark prompt language (default auto)")
-    parser.add_argument("--shots", type=int, help="solved dev examples before each question (default 5)")
-    parser.add_argument("--out", help="results JSON file (default RUN/eval/TASK.json or eval/TASK.json)")
-    parser.add_argument("--batch-size", type=int, help="prompts per batch (default 8)")
-    parser.add_argument("--max-samples", type=int, help="at most N questions per subject, or N samples")
-    parser.add_argument("--seed", type=int, help="seed (default 42)")
-    parser.add_argument("--max-new-tokens", type=int, help="predict: longest reply (default 128)")
-    parser.add_argument("--temperature", type=float, help="predict: 0 (default) decodes greedily")
     parser.set_defaults(handler=run)
+    parser.defer(_add_eval_flags)
+
+
+def _add_eval_flags(parser) -> None:
+    from tunesmith.config.schema import DataConfig, EvalConfig
+
+    eval_flags = add_group_flags(parser, EvalConfig, exclude=("benchmark_dir", *MODEL_FLAGS))  # --data sets it
+    add_group_flags(parser, DataConfig, only=("max_length",))
+    parser.set_defaults(eval_flags=eval_flags)
 
 
 def run(args) -> int:
     from tunesmith.eval.run import run_eval
 
     options, model, data, stage = _from_config(args) if args.config else _from_flags(args)
-    run_eval(options, model, data, stage)
+    run_eval(options, model, data, stage, args.trust_remote_code)  # a run folder never grants it itself
     return 0
 
 
 def _flag_values(args) -> dict:
-    return {name: getattr(args, name) for name in EVAL_FLAGS if getattr(args, name) is not None}
+    model_flags = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
+    return {**flag_values(args, args.eval_flags), **model_flags}
 
 
 def _from_config(args):
@@ -54,7 +53,7 @@ def _from_config(args):
         raise TunesmithError(f"{args.config} has no eval: group; add one (eval: {{task: mmlu, ...}}) or pass --task")
     values = {**(config.eval.model_dump() if config.eval else {}), **_flag_values(args)}
     if args.data or args.dataset:
-        if values.get("task") not in ("mmlu", "ceval", "cmmlu") or args.dataset:
+        if values.get("task") not in BENCHMARKS or args.dataset:
             raise TunesmithError("with a CONFIG, predict and loss read the config's data group; set data.datasets "
                                  "there instead of --data / --dataset")
         values["benchmark_dir"] = args.data
@@ -68,7 +67,7 @@ def _from_flags(args):
 
     if not args.task:
         raise TunesmithError("say what to evaluate: --task mmlu|ceval|cmmlu|predict|loss (or give a CONFIG)")
-    benchmark = args.task in ("mmlu", "ceval", "cmmlu")
+    benchmark = args.task in BENCHMARKS
     options = _validated(EvalConfig, {**_flag_values(args), "benchmark_dir": args.data if benchmark else None})
     model = None
     if args.model:

@@ -1,8 +1,11 @@
-"""`tunesmith export --run RUN_DIR --out DIR [--gguf f16,q8_0]` or `tunesmith export CONFIG [key=value ...]`"""
+"""`tunesmith export --run RUN_DIR --out DIR [--gguf f16 q8_0]` or `tunesmith export CONFIG [key=value ...]`
+
+The flags are the export group of the schema (config/schema.py ExportConfig), generated.
+"""
 
 from __future__ import annotations
 
-GGUF_KINDS = "f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0"
+from tunesmith.commands.schema_flags import add_group_flags, flag_values
 
 
 def register(subparsers) -> None:
@@ -12,15 +15,16 @@ def register(subparsers) -> None:
     parser.add_argument("config", nargs="?", help="YAML config whose `export` group (and train.output_dir) say "
                         "what to export; or use --run")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. export.gguf=q8_0")
-    parser.add_argument("--run", help="run folder to export (its config.yaml says the base model)")
-    parser.add_argument("--out", help="folder to write the export to")
-    parser.add_argument("--gguf", help=f"GGUF kinds to write, comma-separated: {GGUF_KINDS}")
-    parser.add_argument("--max-shard-size", help="largest safetensors shard, e.g. 5GB (default) or 2GiB")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], help="dtype of the merged weights")
-    parser.add_argument("--overwrite", action="store_true", default=None, help="replace a non-empty --out folder")
-    parser.add_argument("--no-ollama", dest="ollama", action="store_false", default=None,
-                        help="skip the Ollama Modelfile")
+    parser.add_argument("--trust-remote-code", action="store_true", default=False,
+                        help="run Python code shipped with the run's base model (never taken from the run folder)")
     parser.set_defaults(handler=run)
+    parser.defer(_add_export_flags)
+
+
+def _add_export_flags(parser) -> None:
+    from tunesmith.config.schema import ExportConfig
+
+    parser.set_defaults(export_flags=add_group_flags(parser, ExportConfig))
 
 
 def run(args) -> int:
@@ -28,7 +32,8 @@ def run(args) -> int:
 
     from tunesmith.config import load_config
     from tunesmith.errors import TunesmithError
-    from tunesmith.export.pipeline import export_run, read_run_config
+    from tunesmith.export.pipeline import export_run
+    from tunesmith.run_folder import read_run_config
 
     if args.config:
         config = load_config(args.config, args.overrides)
@@ -37,13 +42,14 @@ def run(args) -> int:
         if args.overrides:
             raise TunesmithError("KEY=VALUE overrides need a CONFIG; with --run use the --out/--gguf/... options")
         run_dir = Path(args.run)
-        config = read_run_config(run_dir)
+        config = read_run_config(run_dir, named_by="--run", trust_remote_code=args.trust_remote_code,
+                                 how="pass --trust-remote-code to export")
     else:
         raise TunesmithError("say what to export: tunesmith export CONFIG, or tunesmith export --run RUN_DIR --out DIR")
-    flags = {"out": args.out, "gguf": args.gguf, "max_shard_size": args.max_shard_size, "dtype": args.dtype,
-             "overwrite": args.overwrite, "ollama": args.ollama}
-    settings = _with_flags(config.export, {key: value for key, value in flags.items() if value is not None})
-    report = export_run(run_dir, settings)
+    flags = {key: value for key, value in flag_values(args, args.export_flags).items() if key != "run"}
+    settings = _with_flags(config.export, flags)
+    trust = args.trust_remote_code or (bool(args.config) and config.model.trust_remote_code)  # the user's own say
+    report = export_run(run_dir, settings, trust_remote_code=trust)
     print(report.summary())
     return 0
 

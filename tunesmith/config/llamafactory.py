@@ -31,6 +31,7 @@ class Translation:
     unsupported: dict[str, str] = field(default_factory=dict)  # LLaMA-Factory key -> why it was not applied
     no_effect: dict[str, str] = field(default_factory=dict)  # LLaMA-Factory key -> why it changes nothing here
     applied: dict[str, str] = field(default_factory=dict)  # LLaMA-Factory key -> the native field it set
+    mapped: dict[str, str] = field(default_factory=dict)  # LLaMA-Factory key -> what its value was mapped to
 
     def set(self, dotted: str, value: Any, lf_key: str) -> None:
         """Set a native field, or report `lf_key` unsupported when the schema has no such field."""
@@ -42,7 +43,8 @@ class Translation:
 
     def notes(self) -> list[str]:
         lines = [f"not applied: {key} ({why})" for key, why in self.unsupported.items()]
-        return lines + [f"no effect in tunesmith: {key} ({why})" for key, why in self.no_effect.items()]
+        lines += [f"no effect in tunesmith: {key} ({why})" for key, why in self.no_effect.items()]
+        return lines + [f"mapped: {key} {how}" for key, how in self.mapped.items()]
 
 
 def looks_like_llamafactory(raw: dict[str, Any]) -> bool:
@@ -177,6 +179,24 @@ def _timeout(raw: dict, result: Translation) -> None:
     result.set("dist.timeout_minutes", max(1, math.ceil(raw["ddp_timeout"] / 60)), "ddp_timeout")
 
 
+def _template(raw: dict, result: Translation) -> None:
+    """A LLaMA-Factory template name becomes the built-in it maps to; one meaning the tokenizer's own template is
+    kept, so that loading checks the tokenizer's template is of that family."""
+    from tunesmith.data.template_names import choose_template
+    from tunesmith.errors import TunesmithError
+
+    name = raw["template"]
+    if name is None:
+        return
+    try:
+        choice = choose_template(name)
+    except TunesmithError as err:
+        result.unsupported["template"] = str(err)
+        return
+    result.set("model.template", choice.builtin or name, "template")
+    result.mapped["template"] = f"'{name}' -> {choice.describe()}"
+
+
 def _deepspeed(raw: dict, result: Translation) -> None:
     result.set("dist.engine", "deepspeed", "deepspeed")
     result.set("dist.deepspeed.config_file", raw["deepspeed"], "deepspeed")
@@ -189,6 +209,7 @@ SPECIAL = {
     "disable_gradient_checkpointing": _gradient_checkpointing,
     "flash_attn": _attention, "optim": _optimizer, "adam_beta1": _optimizer, "adam_beta2": _optimizer,
     "max_steps": _max_steps, "report_to": _report_to, "deepspeed": _deepspeed, "ddp_timeout": _timeout,
+    "template": _template,
 }
 # Translated even when absent, because LLaMA-Factory's default differs from ours.
 ALWAYS = {"finetuning_type", "bf16", "disable_gradient_checkpointing"}

@@ -4,14 +4,20 @@ One folder per key (a hash of the data files' contents, the dataset entries, the
 stage — and the data options that change tokens). Inside, each shard of records is written atomically as
 it finishes (so a crash keeps the finished shards and a rerun resumes), and `manifest.json` is written last:
 its presence means the folder is complete. Files are numpy archives read with allow_pickle=False.
+
+A shard is checked as it is read: an archive that does not open (truncated, corrupted: zip checks each
+member's CRC), arrays that disagree in length, or token ids outside the tokenizer's vocabulary raise
+CorruptShard, and the caller rebuilds that shard.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
+import zipfile
 from itertools import chain
 from pathlib import Path
 
@@ -23,6 +29,7 @@ MANIFEST = "manifest.json"
 # Options that change which records exist or how they become tokens; the rest (split, packing,
 # processes, cache location) act after the cache and must not invalidate it.
 _KEYED_DATA_OPTIONS = ("max_length", "vars", "max_samples", "train_on_prompt", "mask_history")
+ENCODING_CODE = ("data", "train/stages")  # folders of the package whose source decides the tokens
 
 
 def cache_key(data, specs, record_kind: str, fingerprint: str) -> str:
@@ -35,9 +42,22 @@ def cache_key(data, specs, record_kind: str, fingerprint: str) -> str:
         for spec in specs
     ]
     options = {name: getattr(data, name) for name in _KEYED_DATA_OPTIONS}
-    parts = {"version": FORMAT_VERSION, "encoder": fingerprint, "kind": record_kind, "datasets": datasets,
-             "options": options}
+    parts = {"version": FORMAT_VERSION, "code": encoding_code_version(), "encoder": fingerprint, "kind": record_kind,
+             "datasets": datasets, "options": options}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@functools.cache
+def encoding_code_version() -> str:
+    """A digest of the source of tunesmith's code that turns records into tokens (the data package, its
+    templates, the stages' encoders), so that a change in how records are encoded never reads an old cache."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for folder in ENCODING_CODE:
+        for path in sorted((package / folder).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".jinja", ".json", ".yaml"):
+                digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def encoder_fingerprint(template, stage_name: str) -> str:
@@ -54,11 +74,16 @@ def encoder_fingerprint(template, stage_name: str) -> str:
     return digest.hexdigest()
 
 
+class CorruptShard(TunesmithError):
+    """A cached shard that cannot be trusted; it is rebuilt from the data."""
+
+
 class ShardCache:
     """The shards of one cache key: write each as it finishes, read them back, mark the whole complete."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, vocab_size: int | None = None):
         self.folder = folder
+        self.vocab_size = vocab_size  # token ids must be below it (None: not checked)
 
     def shard_path(self, index: int) -> Path:
         return self.folder / f"shard-{index:05d}.npz"
@@ -86,16 +111,34 @@ class ShardCache:
         _write_atomic(self.shard_path(index), buffer.getvalue())
 
     def read(self, index: int) -> tuple[list[Encoded], dict]:
-        import numpy as np
-
-        with np.load(self.shard_path(index), allow_pickle=False) as archive:
-            ids, labels, lengths = archive["ids"].tolist(), archive["labels"].tolist(), archive["lengths"]
-            extras = json.loads(archive["extras"].tobytes().decode())
+        ids, labels, lengths, extras = self._checked_arrays(index)
+        ids, labels = ids.tolist(), labels.tolist()
         samples, start = [], 0
         for length, meta in zip(lengths.tolist(), extras["meta"]):
             samples.append(Encoded(ids[start : start + length], labels[start : start + length], _load_meta(meta)))
             start += length
         return samples, extras["stats"]
+
+    def _checked_arrays(self, index: int):
+        import numpy as np
+
+        path = self.shard_path(index)
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                ids, labels, lengths = archive["ids"], archive["labels"], archive["lengths"]
+                extras = json.loads(archive["extras"].tobytes().decode())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+            raise CorruptShard(f"cached shard {path} is unreadable ({type(err).__name__}: {err})") from None
+        if len(ids) != len(labels) or int(lengths.sum()) != len(ids) or len(extras.get("meta", ())) != len(lengths):
+            raise CorruptShard(f"cached shard {path} is inconsistent (its arrays disagree in length)")
+        if len(ids) and (int(ids.min()) < 0 or (self.vocab_size and int(ids.max()) >= self.vocab_size)):
+            raise CorruptShard(f"cached shard {path} holds token ids outside the vocabulary of {self.vocab_size}")
+        return ids, labels, lengths, extras
+
+    def forget(self, index: int) -> None:
+        """Drop a shard (and the completion mark, which no longer holds) so it is encoded again."""
+        for path in (self.folder / MANIFEST, self.shard_path(index)):
+            path.unlink(missing_ok=True)
 
     def finish(self, num_shards: int, stats: dict) -> None:
         _write_atomic(self.folder / MANIFEST, json.dumps({"shards": num_shards, "stats": stats}).encode())

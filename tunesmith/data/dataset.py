@@ -72,12 +72,14 @@ def _dataset_records(spec: DatasetSpec, data: DataConfig, record_kind: str, limi
 
 
 def prepare_data(data: DataConfig, encode_many, record_kind: str, seed: int,
-                 fingerprint: str | None = None) -> PreparedData:
+                 fingerprint: str | None = None, vocab_size: int | None = None) -> PreparedData:
     """Encode the records with `encode_many(records) -> [Encoded]` (a shard at a time), truncate, split off
     validation, pack if asked.
 
-    With a `fingerprint` of the encoder (cache.encoder_fingerprint) and data.cache on, tokens are cached.
+    With a `fingerprint` of the encoder (cache.encoder_fingerprint) and data.cache on, tokens are cached;
+    with `vocab_size`, cached token ids are checked against it.
     """
+    from tunesmith.user_dirs import cache_dir
     from tunesmith.data.cache import ShardCache, cache_key
     from tunesmith.data.encoding import encode_records
 
@@ -87,13 +89,14 @@ def prepare_data(data: DataConfig, encode_many, record_kind: str, seed: int,
     specs = resolve_datasets(data.datasets, data.dataset_dir)
     cache = None
     if data.cache and fingerprint:
-        folder = Path(data.cache_dir).expanduser() / cache_key(data, specs, record_kind, fingerprint)
-        cache = ShardCache(folder)
+        root = Path(data.cache_dir).expanduser() if data.cache_dir else cache_dir() / "data"
+        folder = root / cache_key(data, specs, record_kind, fingerprint)
+        cache = ShardCache(folder, vocab_size)
     manifest = cache.manifest() if cache is not None else None
     with _collector_paused():
-        if manifest is not None:
-            samples = [sample for index in range(manifest["shards"]) for sample in cache.read(index)[0]]
-            stats = {**manifest["stats"], "cached": 1}
+        cached = _complete_cache(cache, manifest)
+        if cached is not None:
+            samples, stats = cached
         else:
             records = _records(specs, data, record_kind)
             samples, stats = encode_records(records, encode_many, data.max_length, data.num_proc, cache)
@@ -111,6 +114,24 @@ def prepare_data(data: DataConfig, encode_many, record_kind: str, seed: int,
         prepared.val = pack_samples(val, data.max_length)
         prepared.packing_efficiency = packing_efficiency(prepared.train, data.max_length)
     return prepared
+
+
+def _complete_cache(cache, manifest: dict | None):
+    """(samples, stats) from a complete cache, or None when there is none or a shard of it is corrupt (that
+    shard is dropped and encoded again; the intact ones are reused)."""
+    from tunesmith.data.cache import CorruptShard
+
+    if manifest is None:
+        return None
+    samples = []
+    for index in range(manifest["shards"]):
+        try:
+            samples += cache.read(index)[0]
+        except CorruptShard as err:
+            print(f"{err}; rebuilding it from the data", flush=True)
+            cache.forget(index)
+            return None
+    return samples, {**manifest["stats"], "cached": 1}
 
 
 @contextmanager

@@ -1,16 +1,18 @@
 """Tokenizing records in shards: in this process or in `num_proc` forked workers, each finished shard
 written to the cache at once (so an interrupted run resumes from the shards it finished), with one
-progress bar over all records."""
+progress bar over all records. A worker that dies (killed, out of memory) is noticed within a second and
+reported; the shards finished by then stay in the cache. A cached shard found corrupt is encoded again."""
 
 from __future__ import annotations
 
 import multiprocessing
+import queue as queues
 import traceback
 from typing import Callable
 
 from tqdm.auto import tqdm
 
-from tunesmith.data.cache import ShardCache
+from tunesmith.data.cache import CorruptShard, ShardCache
 from tunesmith.data.records import Encoded
 from tunesmith.errors import TunesmithError
 
@@ -50,7 +52,8 @@ def encode_records(records: list, encode_many: EncodeMany, max_length: int, num_
                 bar.update(len(shards[index]))
     samples, totals = [], {"records": 0, "truncated": 0, "dropped": 0}
     for index in range(len(shards)):
-        shard_samples, stats = results[index] if index in results else cache.read(index)
+        shard_samples, stats = results[index] if index in results else _cached(cache, index, shards, encode_many,
+                                                                               max_length)
         samples += shard_samples
         totals = {key: totals[key] + stats[key] for key in totals}
     if cache is not None:
@@ -58,11 +61,23 @@ def encode_records(records: list, encode_many: EncodeMany, max_length: int, num_
     return samples, totals
 
 
+def _cached(cache: ShardCache, index: int, shards, encode_many, max_length) -> tuple[list[Encoded], dict]:
+    """A finished shard from the cache, or, when it is corrupt, encoded again (and rewritten)."""
+    try:
+        return cache.read(index)
+    except CorruptShard as err:
+        print(f"{err}; tokenizing that shard again", flush=True)
+        cache.forget(index)
+        result = encode_shard(shards[index], encode_many, max_length)
+        cache.write(index, *result)
+        return result
+
+
 def _encode_in_workers(shards, todo, encode_many, max_length, num_proc, cache, bar) -> dict:
     """Forked workers take every num_proc-th shard of `todo`. Forking hands them `encode_many` (a closure over a
     tokenizer) without pickling; results come back through the cache, or through the queue without one."""
     context = multiprocessing.get_context("fork")
-    queue = context.SimpleQueue()
+    queue = context.Queue()
     workers = [context.Process(target=_worker, daemon=True,
                                args=(shards, todo[rank::num_proc], encode_many, max_length, cache, queue))
                for rank in range(min(num_proc, len(todo)))]
@@ -71,7 +86,7 @@ def _encode_in_workers(shards, todo, encode_many, max_length, num_proc, cache, b
     results = {}
     try:
         for _ in todo:
-            kind, index, payload = queue.get()
+            kind, index, payload = _next_message(queue, workers)
             if kind == "error":
                 raise TunesmithError(payload)
             results[index] = payload if cache is None else (None, None)
@@ -82,6 +97,23 @@ def _encode_in_workers(shards, todo, encode_many, max_length, num_proc, cache, b
                 worker.terminate()
             worker.join()
     return {index: result for index, result in results.items() if result[0] is not None}
+
+
+def _next_message(queue, workers) -> tuple:
+    """The next worker message; a worker that died without a word (killed by a signal, out of memory) is an
+    error at once rather than a wait that never ends."""
+    while True:
+        try:
+            return queue.get(timeout=0.5)
+        except queues.Empty:
+            dead = [worker for worker in workers if worker.exitcode not in (None, 0)]
+            if dead:
+                code = dead[0].exitcode
+                cause = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+                raise TunesmithError(
+                    f"a tokenizing worker (pid {dead[0].pid}) died ({cause}), perhaps out of memory; the shards "
+                    "finished so far are kept in the data cache, so running again continues from them "
+                    "(data.num_proc: 1 tokenizes in this process)") from None
 
 
 def _worker(shards, indices, encode_many, max_length, cache, queue) -> None:

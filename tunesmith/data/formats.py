@@ -1,4 +1,4 @@
-"""Source formats -> typed records, as a registry of converters. The only place formats are known.
+"""Source formats -> typed records, as an explicit table of converters (CONVERTERS). The only place formats are known.
 
 A converter reads one row into a `Parsed` (messages in `apply_chat_template`'s shape plus the optional
 preference / KTO columns); `to_record` then checks the turn structure and builds the record the stage asked
@@ -9,38 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
-from typing import Callable
 
+from tunesmith.data import sharegpt
+from tunesmith.data.parsed import Converter, Parsed, column, kto_tag
 from tunesmith.data.records import Conversation, KtoExample, Preference, Text
 from tunesmith.data.registry import DatasetSpec
 from tunesmith.errors import TunesmithError
 
 RECORD_KINDS = ("conversation", "text", "preference", "kto")
-
-
-@dataclass
-class Parsed:
-    messages: list[dict]
-    tools: list[dict] | None = None
-    chosen: dict | None = None
-    rejected: dict | None = None
-    kto_tag: bool | None = None
-
-
-Converter = Callable[[dict, DatasetSpec, str], Parsed]
-CONVERTERS: dict[str, Converter] = {}
-
 _ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
                    "history": "history"}
-
-
-def converter(name: str):
-    def register(function: Converter) -> Converter:
-        CONVERTERS[name] = function
-        return function
-
-    return register
 
 
 def convert(row: dict, spec: DatasetSpec, where: str, record_kind: str = "conversation"):
@@ -119,7 +97,6 @@ def _check_ends(messages: list[dict], side: str, problem: str, where: str) -> No
         raise TunesmithError(f"{where}: {problem} (it ends with '{messages[-1]['role']}')")
 
 
-@converter("alpaca")
 def alpaca(row: dict, spec: DatasetSpec, where: str) -> Parsed:
     """instruction (+ input) -> user, output -> assistant; history pairs before them; optional system."""
     columns = {**_ALPACA_COLUMNS, **spec.columns}
@@ -147,27 +124,8 @@ def _message(role: str, content) -> dict:
     return {"role": role, "content": str(content).strip()}
 
 
-def column(row: dict, name: str, where: str, required: bool = False) -> str:
-    """A string column; missing or null reads as '' unless required."""
-    value = row.get(name)
-    if value is None:
-        if required:
-            present = ", ".join(row) or "none"
-            raise TunesmithError(
-                f"{where}: missing column '{name}' (columns present: {present}); map it in dataset_info.json "
-                "'columns' or fix the record"
-            )
-        return ""
-    if not isinstance(value, str):
-        raise TunesmithError(f"{where}: column '{name}' must be a string, got {type(value).__name__}")
-    return value
-
-
-def kto_tag(row: dict, name: str, where: str) -> bool:
-    value = row.get(name)
-    if not isinstance(value, bool):
-        raise TunesmithError(f"{where}: KTO tag column '{name}' must be true or false, got {value!r}")
-    return value
+# dataset_info.json's "formatting" -> the function that reads one row of that format.
+CONVERTERS: dict[str, Converter] = {"alpaca": alpaca, "sharegpt": sharegpt.sharegpt, "openai": sharegpt.openai}
 
 
 def detect_format(spec: DatasetSpec, first_row: dict) -> DatasetSpec:
@@ -216,4 +174,3 @@ def fill_vars(record, values: dict[str, str]):
     return Conversation(fill_messages(record.messages), record.tools)
 
 
-from tunesmith.data import sharegpt  # noqa: E402,F401  (registers the sharegpt and openai converters)

@@ -32,17 +32,12 @@ def _load_tokenizer(model):
     """The tokenizer alone: a local folder is read directly (tokenizer files suffice, no config.json)."""
     from pathlib import Path
 
-    from tunesmith.model.load import load_tokenizer, resolve_source
+    from tunesmith.model.load import load_tokenizer, resolve_source, tokenizer_from
 
     folder = Path(model.path).expanduser()
     if not (folder.is_dir() and not model.gguf_file):
         return load_tokenizer(model, resolve_source(model))
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=model.trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return tokenizer_from(folder, model.trust_remote_code)
 
 
 def statistics(prepared) -> dict:

@@ -58,17 +58,9 @@ def _resolve(name: str, registry: dict, dataset_dir: Path) -> DatasetSpec:
 def _spec_from_entry(name: str, entry: dict, dataset_dir: Path) -> DatasetSpec:
     if not isinstance(entry, dict):
         raise TunesmithError(f"dataset_info.json: entry '{name}' must be an object")
-    file_name = entry.get("file_name")
-    if not file_name:
-        hub = entry.get("hf_hub_url") or entry.get("ms_hub_url") or entry.get("om_hub_url")
-        hint = f" (it names the hub dataset {hub}; download it and set file_name)" if hub else ""
-        raise TunesmithError(f"dataset '{name}' has no local file_name in dataset_info.json{hint}")
-    path = dataset_dir / file_name
-    if not path.exists():
-        raise TunesmithError(f"dataset '{name}': file {path} does not exist; check data.dataset_dir")
     return DatasetSpec(
         name=name,
-        path=path,
+        path=_entry_path(name, entry, dataset_dir),
         formatting=entry.get("formatting", "alpaca"),
         ranking=bool(entry.get("ranking", False)),
         columns=dict(entry.get("columns", {})),
@@ -76,3 +68,22 @@ def _spec_from_entry(name: str, entry: dict, dataset_dir: Path) -> DatasetSpec:
         split=entry.get("split", "train"),
         num_samples=entry.get("num_samples"),
     )
+
+
+def _entry_path(name: str, entry: dict, dataset_dir: Path) -> Path:
+    """The entry's local file_name, else its Hugging Face Hub dataset as `datasets` caches it."""
+    file_name = entry.get("file_name")
+    if file_name:
+        path = dataset_dir / file_name
+        if not path.exists():
+            raise TunesmithError(f"dataset '{name}': file {path} does not exist; check data.dataset_dir")
+        return path
+    if entry.get("hf_hub_url"):
+        from tunesmith.data.hub import HubSource, hub_data_path
+
+        return hub_data_path(HubSource(name, entry["hf_hub_url"], entry.get("subset"), entry.get("split", "train"),
+                                       entry.get("folder")))
+    other = entry.get("ms_hub_url") or entry.get("om_hub_url")
+    hint = (f" (it names {other}, a ModelScope / Modelers dataset, which tunesmith does not download: download "
+            "it and set file_name to the downloaded file or folder)") if other else ""
+    raise TunesmithError(f"dataset '{name}' has no file_name or hf_hub_url in dataset_info.json{hint}")

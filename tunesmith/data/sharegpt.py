@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from tunesmith.data.formats import Parsed, converter, kto_tag
+from tunesmith.data.parsed import Parsed, kto_tag
 from tunesmith.data.registry import DatasetSpec
 from tunesmith.errors import TunesmithError
 
@@ -18,12 +18,10 @@ OPENAI_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                "observation_tag": "tool", "function_tag": "function_call", "system_tag": "system"}
 
 
-@converter("sharegpt")
 def sharegpt(row: dict, spec: DatasetSpec, where: str) -> Parsed:
     return _parse(row, spec, where, {**SHAREGPT_TAGS, **spec.tags}, default_messages="conversations")
 
 
-@converter("openai")
 def openai(row: dict, spec: DatasetSpec, where: str) -> Parsed:
     return _parse(row, spec, where, {**OPENAI_TAGS, **spec.tags}, default_messages="messages")
 

@@ -12,38 +12,16 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from functools import cached_property
-from pathlib import Path
 
 from tunesmith.data.records import Conversation, Encoded
+from tunesmith.data.template_names import builtin_template_names, template_source  # noqa: F401 (re-exported)
 from tunesmith.errors import TunesmithError
 
-BUILTIN_DIR = Path(__file__).parent / "templates"
 # Private-use code points: no tokenizer or dataset gives them meaning, so they cannot collide with text.
 _SENTINEL = "\ue000{}\ue001"
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
 IGNORE = -100
 _MAX_SHAPES = 1024  # role sequences whose marked rendering is remembered (forgotten all at once when full)
-
-
-def builtin_template_names() -> list[str]:
-    return sorted(path.stem for path in BUILTIN_DIR.glob("*.jinja"))
-
-
-def resolve_template_source(tokenizer, name: str) -> str:
-    """The jinja source for `name`: the tokenizer's own for 'auto', else a built-in file."""
-    if name == "auto":
-        if getattr(tokenizer, "chat_template", None):
-            return tokenizer.chat_template
-        raise TunesmithError(
-            "the tokenizer has no chat template; set model.template to a built-in one: "
-            + ", ".join(builtin_template_names())
-        )
-    path = BUILTIN_DIR / f"{name}.jinja"
-    if not path.is_file():
-        raise TunesmithError(
-            f"unknown template '{name}'; use 'auto' or one of: {', '.join(builtin_template_names())}"
-        )
-    return path.read_text(encoding="utf-8")
 
 
 class ChatTemplate:
@@ -52,7 +30,7 @@ class ChatTemplate:
     def __init__(self, tokenizer, name: str = "auto"):
         self.tokenizer = tokenizer
         self.name = name
-        self.source = resolve_template_source(tokenizer, name)
+        self.source = template_source(tokenizer, name)
         self._marked_by_shape: dict[tuple[str, ...], list[str]] = {}
 
     def render(self, messages: list[dict], tools: list | None = None, add_generation_prompt: bool = False) -> str:
@@ -225,6 +203,16 @@ def span_labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> list[i
         stop = bisect_left(offsets, True, key=lambda offset: offset[0] >= span_end)
         labels[first:stop] = ids[first:stop]
     return labels
+
+
+def sentinel(index: int) -> str:
+    """A message content that shows where content `index` lands once the template has rendered it."""
+    return _SENTINEL.format(index)
+
+
+def between_sentinels(rendered: str) -> list[str]:
+    """The rendered text cut at every sentinel: the template's own text before, between and after contents."""
+    return _SENTINEL_RE.split(rendered)[::2]
 
 
 def _marked(messages: list[dict]) -> list[dict]:

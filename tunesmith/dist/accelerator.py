@@ -9,12 +9,13 @@ from tunesmith.errors import TunesmithError
 
 
 def mixed_precision(precision: str) -> str:
-    """accelerate's name for the configured precision; auto is bf16 on a capable GPU, fp32 elsewhere."""
+    """accelerate's name for the configured precision, as model/precision.py decides it for this machine."""
     import torch
 
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    from tunesmith.model.precision import DeviceCaps, plan_precision
+
+    device = DeviceCaps.detect("cuda" if torch.cuda.is_available() else "cpu")
+    return plan_precision("auto", precision, "lora", device).accelerate_name  # autocast depends on neither
 
 
 def make_accelerator(config: RunConfig):

@@ -17,7 +17,7 @@ from tunesmith.errors import TunesmithError
 
 def launched_by_a_launcher() -> bool:
     # The launchers' own contract: these variables are how they tell a process its place in the job.
-    return "WORLD_SIZE" in os.environ or "LOCAL_RANK" in os.environ
+    return "WORLD_SIZE" in os.environ or "LOCAL_RANK" in os.environ  # env-ok: torchrun's launch contract
 
 
 def processes_per_node(dist: DistConfig) -> int:

@@ -25,9 +25,22 @@ def prompt_and_reference(conversation) -> tuple[list[dict], str]:
     return messages[:last], messages[last]["content"]
 
 
+def reward_means(rewards: list, pairs: list, predictions: list[str], tokenizer) -> dict[str, float]:
+    """reward/NAME: each function's mean over the replies it scored; the reference reply is the `answer`."""
+    import torch
+
+    from tunesmith.train.rewards import score_completions
+
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in predictions]
+    columns = {"answer": [reference for _, reference in pairs], "completion_ids": ids}
+    _, per_function = score_completions(rewards, [messages for messages, _ in pairs], predictions, columns)
+    return {f"reward/{name}": float(torch.nanmean(values)) for name, values in per_function.items()}
+
+
 def evaluate_predictions(engine, conversations: list, batch_size: int = 8, max_new_tokens: int = 128,
-                         temperature: float = 0.0, out_dir: Path | None = None) -> dict:
-    """BLEU-4 / ROUGE of the generated replies; with out_dir, writes generated_predictions.jsonl there."""
+                         temperature: float = 0.0, out_dir: Path | None = None, rewards: list = ()) -> dict:
+    """BLEU-4 / ROUGE of the generated replies, and the mean of each reward function over them; with out_dir,
+    writes generated_predictions.jsonl there."""
     started = time.perf_counter()
     pairs = [prompt_and_reference(conversation) for conversation in conversations]
     lengths = [engine.count_tokens(messages) for messages, _ in pairs]
@@ -39,6 +52,8 @@ def evaluate_predictions(engine, conversations: list, batch_size: int = 8, max_n
             predictions[index] = reply.strip()
     references = [reference for _, reference in pairs]
     results = {"metrics": corpus_scores(predictions, references), "samples": len(pairs)}
+    if rewards:
+        results["metrics"].update(reward_means(rewards, pairs, predictions, engine.tokenizer))
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         with (out_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as handle:

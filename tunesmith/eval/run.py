@@ -11,7 +11,7 @@ BENCHMARKS = ("mmlu", "ceval", "cmmlu")
 
 
 def run_eval(options: EvalConfig, model: ModelConfig | None, data: DataConfig | None = None,
-             stage_kind: str = "sft") -> dict:
+             stage_kind: str = "sft", trust_remote_code: bool = False) -> dict:
     """Evaluate `options.run`, or `model` (+ `options.adapter`), as `options.task` says; returns the results."""
     if options.task not in BENCHMARKS and data is None:
         raise TunesmithError(f"task {options.task} needs a dataset: --data FILE, or --data DIR --dataset NAME")
@@ -24,7 +24,7 @@ def run_eval(options: EvalConfig, model: ModelConfig | None, data: DataConfig | 
     engine = load_engine(
         model.path if model and not options.run else None, options.adapter, options.run,
         model.template if model else None, model.gguf_file if model else None,
-        model.trust_remote_code if model else False,
+        trust_remote_code or (model.trust_remote_code if model else False),  # the user's flag or own config
     )
     out = Path(options.out) if options.out else default_out(options)
     results, table = _run_task(engine, options, data, stage_kind, out.parent)
@@ -54,9 +54,19 @@ def _run_task(engine, options: EvalConfig, data: DataConfig | None, stage_kind: 
         from tunesmith.eval.predict import evaluate_predictions
 
         results = evaluate_predictions(engine, load_records(data), options.batch_size, options.max_new_tokens,
-                                       options.temperature, out_dir)
+                                       options.temperature, out_dir, _rewards(options))
         return results, metrics_table(f"predict ({results['samples']} samples)", results["metrics"])
     return _loss(engine, data, stage_kind, options)
+
+
+def _rewards(options: EvalConfig) -> list:
+    """The reward functions the user named for predict (their own files' code runs here, as they asked)."""
+    if not options.rewards:
+        return []
+    from tunesmith.config.schema import GrpoConfig
+    from tunesmith.train.rewards import build_rewards
+
+    return build_rewards(GrpoConfig(reward_funcs=options.rewards), options.max_new_tokens)
 
 
 def _loss(engine, data: DataConfig, stage_kind: str, options: EvalConfig):

@@ -1,7 +1,8 @@
 """The tokenizer as GGUF metadata: vocabulary, token types, merges, special ids and the chat template.
 
-Only byte-level BPE vocabularies (`tokenizer.ggml.model: gpt2`: Llama 3, Qwen, SmolLM, Mistral's Tekken)
-are written; sentencepiece-style ones get a clear error until they are needed.
+Two kinds of vocabulary are written: byte-level BPE (`tokenizer.ggml.model: gpt2`: Llama 3, Qwen, SmolLM,
+Mistral's Tekken) here, and SentencePiece-style BPE with byte fallback (`llama`: Llama 2, Mistral v0.x,
+Gemma, Phi-3) in gguf_vocab_spm. Any other is refused by name before the export starts.
 """
 
 from __future__ import annotations
@@ -22,21 +23,50 @@ def gguf_tables() -> dict:
     return yaml.safe_load(TABLES.read_text(encoding="utf-8"))
 
 
+def tokenizer_spec(tokenizer) -> dict:
+    return json.loads(tokenizer.backend_tokenizer.to_str())
+
+
+def vocab_kind(spec: dict) -> str:
+    """"gpt2" (byte-level BPE) or "llama" (BPE with byte fallback), or a clear error for any other."""
+    model = spec["model"]
+    if model["type"] == "BPE" and _is_byte_level(spec):
+        return "gpt2"
+    if model["type"] == "BPE" and model.get("byte_fallback"):
+        return "llama"
+    raise TunesmithError(
+        f"GGUF export does not support this {model['type']} tokenizer (supported: byte-level BPE as in Llama 3 "
+        "and Qwen, BPE with byte fallback as in Llama 2, Mistral and Gemma); export without export.gguf"
+    )
+
+
+def check_vocab(tokenizer, vocab_size: int) -> None:
+    """Fail before any work on a vocabulary the writer cannot express or that does not fit the model."""
+    spec = tokenizer_spec(tokenizer)
+    if vocab_kind(spec) == "gpt2":
+        pretokenizer_name(spec)
+    if len(tokenizer.get_vocab()) > vocab_size:
+        raise TunesmithError(
+            f"the tokenizer has {len(tokenizer.get_vocab())} tokens but the model only {vocab_size} embedding "
+            "rows; the run's tokenizer does not belong to this model"
+        )
+
+
 def add_vocab(writer, tokenizer, vocab_size: int, template_source: str, stop_ids: list[int]) -> None:
     """Write the tokenizer of the merged model; rows past the tokenizer's length become unused padding."""
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    if spec["model"]["type"] != "BPE" or not _is_byte_level(spec):
-        raise TunesmithError(
-            "GGUF export supports byte-level BPE tokenizers (Llama 3, Qwen, SmolLM) only; this tokenizer is "
-            f"{spec['model']['type']} without byte-level pre-tokenization — export without export.gguf"
-        )
-    tokens, types = _tokens_and_types(tokenizer, vocab_size)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pretokenizer_name(spec))
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]])
-    writer.add_add_space_prefix(False)
+    from tunesmith.export.gguf_vocab_spm import add_spm_vocab
+
+    spec = tokenizer_spec(tokenizer)
+    tokens, types = tokens_and_types(tokenizer, vocab_size)
+    if vocab_kind(spec) == "llama":
+        add_spm_vocab(writer, spec, tokens, types)
+    else:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(pretokenizer_name(spec))
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]])
+        writer.add_add_space_prefix(False)
     for kind in ("bos", "eos", "unk", "pad"):
         token_id = getattr(tokenizer, f"{kind}_token_id")
         if token_id is not None:
@@ -50,16 +80,12 @@ def add_vocab(writer, tokenizer, vocab_size: int, template_source: str, stop_ids
     writer.add_chat_template(template_source)
 
 
-def _tokens_and_types(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
+def tokens_and_types(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
     from gguf import TokenType
 
+    check_vocab(tokenizer, vocab_size)
     by_id = {index: token for token, index in tokenizer.get_vocab().items()}
     added = tokenizer.added_tokens_decoder
-    if len(by_id) > vocab_size:
-        raise TunesmithError(
-            f"the tokenizer has {len(by_id)} tokens but the model only {vocab_size} embedding rows; "
-            "the run's tokenizer does not belong to this model"
-        )
     tokens, types = [], []
     for index in range(vocab_size):
         if index not in by_id:

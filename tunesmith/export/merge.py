@@ -18,12 +18,12 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 def merged_model(run_dir: Path, config: RunConfig, progress: bool = True):
     """The run's trained model in float32, with any adapter merged in (a full or freeze run loads as is)."""
     from tunesmith.model.load import load_model
-    from tunesmith.model.save import is_adapter_folder
+    from tunesmith.run_folder import has_weights, is_adapter
 
     fp32 = {"dtype": "float32"}
-    if not is_adapter_folder(run_dir):
-        if not (run_dir / "config.json").is_file():
-            raise TunesmithError(f"{run_dir} holds no trained weights (no adapter, no config.json); did the run finish?")
+    if not is_adapter(run_dir):
+        if not has_weights(run_dir):
+            raise TunesmithError(f"{run_dir} holds no trained weights (no adapter, no whole model); did the run finish?")
         return load_model(config.model.model_copy(update={"path": str(run_dir), "gguf_file": None, **fp32}))
     if config.method.kind == "qlora":
         base = _dequantized_base(config)

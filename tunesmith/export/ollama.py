@@ -9,14 +9,12 @@ then checked to reproduce the jinja rendering of real conversations before it is
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunesmith.data.template import between_sentinels, sentinel
 from tunesmith.errors import TunesmithError
 
-_SENTINEL = "\ue000{}\ue001"
-_SENTINEL_RE = re.compile("\ue000\\d+\ue001")
 ROLES = ("system", "user", "assistant")
 
 
@@ -59,8 +57,8 @@ def measure_turn_format(template) -> TurnFormat:
 
 def _measure(template) -> TurnFormat:
     def pieces(roles: list[str], generation: bool = False) -> list[str]:
-        messages = [{"role": role, "content": _SENTINEL.format(i)} for i, role in enumerate(roles)]
-        return _SENTINEL_RE.split(template.render(messages, add_generation_prompt=generation))
+        messages = [{"role": role, "content": sentinel(i)} for i, role in enumerate(roles)]
+        return between_sentinels(template.render(messages, add_generation_prompt=generation))
 
     suffix_user = pieces(["user"])[1]
     _, before_final_assistant, suffix_assistant = pieces(["user", "assistant"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from tunesmith.config.schema import ExportConfig, RunConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.model.value_head import VALUE_HEAD_FILE
+from tunesmith.run_folder import read_run_config
 
 
 GGUF_DIR = "gguf"
@@ -32,7 +33,8 @@ class ExportReport:
         return f"exported to {self.folder} ({steps})"
 
 
-def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = True) -> ExportReport:
+def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = True,
+               trust_remote_code: bool = False) -> ExportReport:
     from tunesmith.data.template import ChatTemplate
     from tunesmith.export.card import write_model_card
     from tunesmith.export.gguf_file import write_gguf
@@ -42,7 +44,8 @@ def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = Tru
     from tunesmith.model.load import resolve_source
 
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    config = read_run_config(run_dir, named_by="--run / export.run", trust_remote_code=trust_remote_code,
+                             how="pass --trust-remote-code to export (or set model.trust_remote_code in CONFIG)")
     out = _destination(settings, run_dir)
     base_location = resolve_source(config.model).location
     tokenizer = _run_tokenizer(run_dir)
@@ -86,15 +89,6 @@ def _file_sizes(folder: Path) -> dict[str, int]:
     return {path.relative_to(folder).as_posix(): path.stat().st_size for path in folder.rglob("*") if path.is_file()}
 
 
-def read_run_config(run_dir: Path) -> RunConfig:
-    from tunesmith.config import load_config
-    from tunesmith.train.run import CONFIG_FILE
-
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise TunesmithError(f"{run_dir} is not a tunesmith run folder (no {CONFIG_FILE}); check --run / export.run")
-    return load_config(run_dir / CONFIG_FILE)
-
-
 def _destination(settings: ExportConfig, run_dir: Path) -> Path:
     if not settings.out:
         raise TunesmithError("say where to export: --out DIR or export.out")
@@ -112,15 +106,18 @@ def _destination(settings: ExportConfig, run_dir: Path) -> Path:
 
 
 def _check_gguf_support(run_dir: Path, base_location: str, tokenizer) -> None:
-    import json
-
+    """Architecture, vocabulary and every tensor name, checked on the run or base folder before merging."""
     from transformers import AutoConfig
 
     from tunesmith.export.gguf_arch import gguf_architecture
-    from tunesmith.export.gguf_vocab import pretokenizer_name
+    from tunesmith.export.gguf_tensors import TensorSource, tensor_plan
+    from tunesmith.export.gguf_vocab import check_vocab
 
-    gguf_architecture(AutoConfig.from_pretrained(run_dir if (run_dir / "config.json").is_file() else base_location))
-    pretokenizer_name(json.loads(tokenizer.backend_tokenizer.to_str()))
+    folder = run_dir if (run_dir / "config.json").is_file() else Path(base_location)
+    arch = gguf_architecture(AutoConfig.from_pretrained(folder))
+    check_vocab(tokenizer, arch.config.vocab_size)
+    if any(folder.glob("*.safetensors")):  # a hub id is checked when the merged folder is written
+        tensor_plan(arch, TensorSource(folder))
 
 
 def _run_tokenizer(run_dir: Path):

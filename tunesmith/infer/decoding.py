@@ -4,7 +4,8 @@ Each row keeps its own settings, stop strings and token budget. A row leaves the
 done (end of turn, stop string, budget, or cancelled by its caller) and is reported at once; its KV cache
 rows go with it. Between steps, new requests can join the running batch (`admit`): they are pre-filled on
 their own, then their cache is left-padded to the batch's width and stacked under it, so a request that
-arrives mid-batch waits one step, not for the whole batch.
+arrives mid-batch waits one step, not for the whole batch. A request that cannot even start (its pre-fill
+fails) fails alone: its outcome is the exception, and the others decode as if it had never been sent.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class _Row:
             budget = min(budget, max_context - len(request.prompt_ids))
         self.budget = max(1, budget)
         self.finish_reason: str | None = None
+        self.stop_token: list[int] = []  # the stop token that ended the reply, once one has
         self.outcome: DecodeResult | None = None
 
     def advance(self, token: int, stop_ids: set[int]) -> None:
@@ -56,11 +58,11 @@ class _Row:
             self.finish_reason = "cancelled"
             return
         if token in stop_ids:
-            self.finish_reason = "stop"
+            self.finish_reason, self.stop_token = "stop", [token]
             return
         piece = self.tracker.add(token)
         if piece:
-            self.request.on_text(piece)
+            self._tell(self.request.on_text, piece)
         if self.tracker.stopped:
             self.finish_reason = "stop"
         elif len(self.tracker.ids) >= self.budget:
@@ -70,10 +72,18 @@ class _Row:
         """Hand out the held-back text and the result, as soon as the row is done."""
         rest = self.tracker.finish()
         if rest:
-            self.request.on_text(rest)
+            self._tell(self.request.on_text, rest)
         generated = len(self.tracker.ids) + (self.finish_reason == "stop" and not self.tracker.stopped)
-        self.outcome = DecodeResult(self.tracker.text, self.finish_reason, len(self.request.prompt_ids), generated)
-        self.request.on_done(self.outcome)
+        self.outcome = DecodeResult(self.tracker.text, self.finish_reason, len(self.request.prompt_ids), generated,
+                                    self.tracker.ids + self.stop_token)
+        self._tell(self.request.on_done, self.outcome)
+
+    def _tell(self, callback, value) -> None:
+        # A caller whose callback breaks (its client's loop closed, say) loses its own row, not the batch.
+        try:
+            callback(value)
+        except Exception:
+            self.request.cancelled.set()
 
 
 class _Running:
@@ -139,29 +149,61 @@ def prefill(model, tokenizer, requests: list[DecodeRequest], max_context, stop_i
 
 @torch.no_grad()
 def decode_batch(model, tokenizer, requests: list[DecodeRequest], stop_ids: list[int], max_context: int | None,
-                 admit: Callable[[int], list[DecodeRequest]] | None = None, max_rows: int = 0) -> list[DecodeResult]:
-    """Generate a reply for every request; results in the order the requests started (given, then admitted).
+                 admit: Callable[[int], list[DecodeRequest]] | None = None,
+                 max_rows: int = 0) -> list[DecodeResult | Exception]:
+    """Generate a reply for every request; outcomes in the order the requests started (given, then admitted):
+    a DecodeResult, or the exception that kept that request from starting.
 
     admit(room): called between steps for up to `room` more requests to join, while fewer than `max_rows`
     run. Only for caches that can be stacked (plain full-attention layers); others decode as given."""
     stops = set(stop_ids)
-    running = prefill(model, tokenizer, requests, max_context, stops)
-    started = list(running.rows)
-    can_join = admit is not None and _stackable(running.cache)
+    failures: dict[DecodeRequest, Exception] = {}
+    rows: dict[DecodeRequest, _Row] = {}
+
+    def start(batch: list[DecodeRequest]) -> _Running | None:
+        started = _prefill_isolating(model, tokenizer, batch, max_context, stops, failures)
+        rows.update({row.request: row for row in started.rows} if started else {})
+        return started
+
+    order = list(requests)
+    running = start(requests)
+    can_join = admit is not None and (running is None or _stackable(running.cache))
     while True:
-        running.drop_finished()
-        newcomers = admit(max_rows - len(running.rows)) if can_join and len(running.rows) < max_rows else []
+        if running is not None:
+            running.drop_finished()
+        active = len(running.rows) if running is not None else 0
+        newcomers = admit(max_rows - active) if can_join and active < max_rows else []
         if newcomers:
-            joining = prefill(model, tokenizer, newcomers, max_context, stops)
-            started += joining.rows
-            if running.rows:
+            order += newcomers
+            joining = start(newcomers)
+            if running is not None and running.rows and joining is not None:
                 running.absorb(joining)
-            else:
+            elif joining is not None:
                 running = joining
+                can_join = _stackable(running.cache)
             continue  # the newcomers already took a token; drop any that finished with it
-        if not running.rows:
-            return [row.outcome for row in started]
+        if not active:
+            return [failures[request] if request in failures else rows[request].outcome for request in order]
         running.step(model, stops)
+
+
+def _prefill_isolating(model, tokenizer, requests, max_context, stops, failures) -> _Running | None:
+    """Pre-fill the requests together; if that fails, find the ones that fail alone (recorded in
+    `failures`) and pre-fill the rest together. None when none could start."""
+    try:
+        return prefill(model, tokenizer, requests, max_context, stops)
+    except Exception as err:
+        if len(requests) == 1:
+            failures[requests[0]] = err
+            return None
+    healthy = []
+    for request in requests:
+        try:  # a silent copy: the trial must not send the caller any text
+            prefill(model, tokenizer, [DecodeRequest(request.prompt_ids, request.settings)], max_context, stops)
+            healthy.append(request)
+        except Exception as err:
+            failures[request] = err
+    return _prefill_isolating(model, tokenizer, healthy, max_context, stops, failures) if healthy else None
 
 
 def _stackable(cache) -> bool:

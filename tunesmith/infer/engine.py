@@ -36,9 +36,11 @@ class Engine:
         self.tokenizer = template.tokenizer
         self.max_context = max_context
 
-    def run_batch(self, requests: list[DecodeRequest], admit=None, max_rows: int = 0) -> list[DecodeResult]:
+    def run_batch(self, requests: list[DecodeRequest], admit=None,
+                  max_rows: int = 0) -> list[DecodeResult | Exception]:
         """Decode the requests together; `admit(room)`, where the backend can, supplies more to join
-        between steps while fewer than `max_rows` run."""
+        between steps while fewer than `max_rows` run. A request that fails alone has its exception as its
+        outcome, so the others still get theirs."""
         raise NotImplementedError
 
     def count_tokens(self, messages: list[dict], tools: list | None = None) -> int:
@@ -66,7 +68,7 @@ class Engine:
         """Replies to several conversations, decoded together in one left-padded batch."""
         settings = settings or GenerationSettings()
         requests = [DecodeRequest(self.prompt_ids(messages), settings) for messages in conversations]
-        return [result.text for result in self.run_batch(requests)]
+        return [_raised(outcome).text for outcome in self.run_batch(requests)]
 
     def stream(self, messages: list[dict], settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yield the reply text piece by piece as it is generated. Closing the iterator stops generation."""
@@ -78,7 +80,7 @@ class Engine:
 
         def work():
             try:
-                self.run_batch([request])
+                _raised(self.run_batch([request])[0])
             except BaseException as err:  # surfaced to the caller below, not lost in the thread
                 failure.append(err)
             finally:
@@ -96,6 +98,11 @@ class Engine:
             raise failure[0]
 
 
+def _raised(outcome: DecodeResult | Exception) -> DecodeResult:
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
 
 class HfEngine(Engine):
     backend = "hf"
@@ -104,7 +111,8 @@ class HfEngine(Engine):
         super().__init__(template, getattr(model.config, "max_position_embeddings", None))
         self.model = model.eval()
 
-    def run_batch(self, requests: list[DecodeRequest], admit=None, max_rows: int = 0) -> list[DecodeResult]:
+    def run_batch(self, requests: list[DecodeRequest], admit=None,
+                  max_rows: int = 0) -> list[DecodeResult | Exception]:
         """Decode prompt ids together; each request's `on_text` receives its text as it becomes final."""
         for request in requests:
             self.check_fits(len(request.prompt_ids))
@@ -139,19 +147,32 @@ class HfEngine(Engine):
 
     @torch.no_grad()
     def _score_ids(self, batch: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """One forward pass; the output head only at the positions that predict a continuation token, and one
+        read back to the host for the whole batch."""
         device = next(self.model.parameters()).device
         sequences = [context + continuation for context, continuation in batch]
         width = max(len(s) for s in sequences)
         ids = torch.full((len(batch), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for row, sequence in enumerate(sequences):  # right padding: positions need no adjusting
-            ids[row, :len(sequence)] = torch.tensor(sequence)
-            mask[row, :len(sequence)] = 1
-        logprobs = torch.log_softmax(self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
-        results = []
-        for row, (context, continuation) in enumerate(batch):
-            predicted = logprobs[row, len(context) - 1:len(context) + len(continuation) - 1]
-            target = torch.tensor(continuation, device=device)
-            total = predicted.gather(-1, target.unsqueeze(-1)).sum().item()
-            results.append((total, bool((predicted.argmax(-1) == target).all())))
-        return results
+        rows, positions, targets = [], [], []
+        for row, (context, continuation) in enumerate(batch):  # right padding: positions need no adjusting
+            ids[row, :len(context) + len(continuation)] = torch.tensor(context + continuation)
+            mask[row, :len(context) + len(continuation)] = 1
+            rows += [row] * len(continuation)
+            positions += range(len(context) - 1, len(context) + len(continuation) - 1)  # t predicts t + 1
+            targets += continuation
+        hidden = self.model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                          use_cache=False).last_hidden_state
+        rows_t, targets_t = torch.tensor(rows, device=device), torch.tensor(targets, device=device)
+        logprobs = torch.log_softmax(self._head(hidden[rows_t, torch.tensor(positions, device=device)]), -1)
+        token_logprobs = logprobs.gather(-1, targets_t.unsqueeze(-1)).squeeze(-1)
+        misses = (logprobs.argmax(-1) != targets_t).float()
+        totals = torch.zeros(len(batch), device=device).index_add_(0, rows_t, token_logprobs)
+        missed = torch.zeros(len(batch), device=device).index_add_(0, rows_t, misses)
+        return [(total, not miss) for total, miss in zip(*torch.stack([totals, missed]).tolist())]
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of the output head (soft-capped where the model caps them, as Gemma 2 does)."""
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits

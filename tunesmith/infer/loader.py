@@ -22,11 +22,11 @@ def load_engine(
     backend: "hf" (transformers, CPU or GPU) or "vllm" (GPU, where vllm is installed)."""
     from tunesmith.data.template import ChatTemplate
     from tunesmith.infer.engine import HfEngine
-    from tunesmith.model.load import load_model, load_tokenizer, resolve_source
-    from tunesmith.model.save import is_adapter_folder
+    from tunesmith.model.load import load_model, load_tokenizer, resolve_source, tokenizer_from
+    from tunesmith.run_folder import ADAPTER_CONFIG, is_adapter
 
     if run:
-        base, adapter_dir, tokenizer_dir = _from_run(Path(run))
+        base, adapter_dir, tokenizer_dir = _from_run(Path(run), trust_remote_code)
         template = template or "auto"  # the run folder's tokenizer carries the template it trained with
     elif model:
         base = ModelConfig(path=model, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
@@ -35,50 +35,40 @@ def load_engine(
         template = template or base.template
     else:
         raise TunesmithError("say what to load: --run RUN_DIR, or --model PATH [--adapter PATH]")
-    if adapter_dir is not None and not is_adapter_folder(adapter_dir):
-        raise TunesmithError(f"{adapter_dir} holds no adapter (adapter_config.json); check --adapter")
+    if adapter_dir is not None and not is_adapter(adapter_dir):
+        raise TunesmithError(f"{adapter_dir} holds no adapter ({ADAPTER_CONFIG}); check --adapter")
     source = resolve_source(base)
-    tokenizer = load_tokenizer(base, source) if tokenizer_dir is None else _tokenizer_from(tokenizer_dir)
+    tokenizer = load_tokenizer(base, source) if tokenizer_dir is None else tokenizer_from(tokenizer_dir)
     if backend == "vllm":
         from tunesmith.infer.vllm_engine import VllmEngine
 
         return VllmEngine(source.location, ChatTemplate(tokenizer, template), adapter_dir, base.trust_remote_code)
     if backend != "hf":
         raise TunesmithError(f"unknown backend '{backend}'; use hf or vllm")
-    network = load_model(base, "cuda" if _cuda() else "cpu", source)
+    # Straight onto the GPU as the weights load, not through CPU memory first.
+    network = load_model(base, "cuda" if _cuda() else "cpu", source, device="cuda" if _cuda() else None)
     if adapter_dir is not None:
         from peft import PeftModel
 
+        from tunesmith.model.quantize import is_quantized
+
         network = PeftModel.from_pretrained(network, str(adapter_dir))
-    if _cuda():
-        network = network.to("cuda")
+        if not is_quantized(network.base_model.model):
+            # Folded into the weights, the adapter costs nothing per token; a quantized base keeps it apart.
+            network = network.merge_and_unload()
     return HfEngine(network, ChatTemplate(tokenizer, template))
 
 
-def _from_run(run_dir: Path) -> tuple[ModelConfig, Path | None, Path]:
+def _from_run(run_dir: Path, trust_remote_code: bool) -> tuple[ModelConfig, Path | None, Path]:
     """The base model config, adapter folder (None for a full model) and tokenizer folder of a run."""
-    from tunesmith.config import load_config
-    from tunesmith.model.save import is_adapter_folder
-    from tunesmith.train.run import CONFIG_FILE
+    from tunesmith.run_folder import has_weights, is_adapter, read_run_config
 
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise TunesmithError(f"{run_dir} is not a tunesmith run folder (no {CONFIG_FILE}); check --run")
-    config = load_config(config_path)
-    if is_adapter_folder(run_dir):
+    config = read_run_config(run_dir, trust_remote_code=trust_remote_code)
+    if is_adapter(run_dir):
         return config.model, run_dir, run_dir
-    if (run_dir / "config.json").is_file():
+    if has_weights(run_dir):
         return config.model.model_copy(update={"path": str(run_dir), "gguf_file": None}), None, run_dir
     raise TunesmithError(f"{run_dir} holds no trained weights yet; did the run finish?")
-
-
-def _tokenizer_from(folder: Path):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def _cuda() -> bool:

@@ -37,7 +37,10 @@ class BatchSampler:
         for row, prompt in enumerate(prompts):
             self.seen[row, torch.tensor(prompt, dtype=torch.long, device=device)] = True
         self.generated_counts = torch.zeros(len(settings), vocab_size, device=device)
-        self.generators = [_generator(s.seed, device) for s in settings]
+        # Host-side generators: each row's draw is made on the CPU and the batch's draws go to the device in
+        # one copy, so sampling never waits for the device (a device generator per row costs a launch each).
+        self.generators = [_generator(s.seed) for s in settings]
+        self.sampling = [s.temperature > 0 for s in settings]  # host copy: no device read to decide
         # Over a large vocabulary these passes cost more than the model step of a small model: skip the no-ops.
         self.penalties = any(s.repetition_penalty != 1 or s.presence_penalty or s.frequency_penalty for s in settings)
         self.filters = any(s.top_k or s.top_p < 1 for s in settings)
@@ -46,13 +49,12 @@ class BatchSampler:
         """One token id per row, from the last-position logits [rows, vocab]."""
         logits = self.penalize(logits.float())
         greedy = logits.argmax(dim=-1)
-        sampling = (self.temperature.squeeze(1) > 0).nonzero().flatten().tolist()
-        if not sampling:
+        if not any(self.sampling):
             return greedy
         probs = torch.softmax(self.warp(logits), dim=-1)
-        for row in sampling:
-            greedy[row] = torch.multinomial(probs[row], 1, generator=self.generators[row])[0]
-        return greedy
+        uniforms = torch.cat([torch.rand(1, dtype=torch.float64, generator=g) for g in self.generators])
+        sampled = inverse_cdf(probs, uniforms.to(logits.device, non_blocking=True))
+        return torch.where(self.temperature.squeeze(1) > 0, sampled, greedy)
 
     def penalize(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.penalties:
@@ -87,6 +89,7 @@ class BatchSampler:
         for name in _ROW_STATE:
             setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
         self.generators += other.generators
+        self.sampling += other.sampling
         self.penalties |= other.penalties
         self.filters |= other.filters
 
@@ -94,10 +97,20 @@ class BatchSampler:
         """Drop the rows that finished, keeping the others in order."""
         for name in _ROW_STATE:
             setattr(self, name, getattr(self, name)[rows])
-        self.generators = [self.generators[i] for i in rows.tolist()]
+        kept = rows.tolist()
+        self.generators = [self.generators[i] for i in kept]
+        self.sampling = [self.sampling[i] for i in kept]
 
 
-def _generator(seed: int | None, device) -> torch.Generator:
-    generator = torch.Generator(device=device)
+def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row drawn from `probs` [rows, vocab] with the row's uniform number in [0, 1): the first
+    token whose cumulative probability exceeds it (a zero-probability token can never be that one)."""
+    cdf = probs.double().cumsum(dim=-1)
+    threshold = (uniforms * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, threshold, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else random.SystemRandom().getrandbits(63))
     return generator

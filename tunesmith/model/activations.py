@@ -50,10 +50,7 @@ def activation_bytes(model, shape: LayerShape, tokens: int, compute_bytes: int, 
 
     layers = list(decoder_layers(model))
     embeddings_train = _trains(model.get_input_embeddings())
-    first = next((index for index, layer in enumerate(layers) if _trains(layer)), None)
-    if embeddings_train:
-        first = 0
-    graph = [] if first is None else layers[first:]
+    graph = layers[len(layers) - graph_layer_count(model):]
     residual_bytes = layers[0].input_layernorm.weight.element_size()
     per_layer = [
         layer_bytes(layer, shape, compute_bytes, residual_bytes, input_needs_grad=index > 0 or embeddings_train)
@@ -70,6 +67,18 @@ def activation_bytes(model, shape: LayerShape, tokens: int, compute_bytes: int, 
     if embeddings_train:
         outside += 8  # the int64 token ids the embedding's backward indexes with
     return float(tokens * (in_layers + outside))
+
+
+def graph_layer_count(model) -> int:
+    """Decoder layers autograd goes through: from the first one with anything to train (all, when the
+    embeddings train) to the last."""
+    from tunesmith.model.methods import decoder_layers
+
+    layers = list(decoder_layers(model))
+    if _trains(model.get_input_embeddings()):
+        return len(layers)
+    first = next((index for index, layer in enumerate(layers) if _trains(layer)), None)
+    return 0 if first is None else len(layers) - first
 
 
 def layer_bytes(layer, shape: LayerShape, e: int, r: int, input_needs_grad: bool) -> float:

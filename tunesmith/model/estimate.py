@@ -13,8 +13,11 @@ the peak is
   P_w + P_o + max(A + Z, P_g)    with grad_accum 1: gradients fill in as activations are freed, and are
                                   dropped (set to None) before the next forward pass;
   P_w + P_o + P_g + A + Z        with grad_accum > 1: gradients live through the next micro-batch's forward.
+The dtypes are model/precision.py's plan (trainable parameters float32; 16-bit compute under autocast, whose
+16-bit copies of float32 linear weights count with A). With sdpa, A also counts what a padded or packed batch
+adds: the [B, 1, L, L] mask and K/V repeated for grouped-query attention (see `sdpa_mask_bytes`).
 It counts tensors as torch.cuda.max_memory_allocated does; the CUDA context (~0.5 GiB) and allocator
-fragmentation come on top. dtype 'auto' and precision 'auto' are taken as bfloat16 (a current GPU).
+fragmentation come on top. Without a GPU here the plan is made for a current, bf16-capable one.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunesmith.config.schema import RunConfig
-from tunesmith.model.activations import LayerShape, activation_bytes
+from tunesmith.model.activations import LayerShape, activation_bytes, graph_layer_count
 from tunesmith.model.methods import ParamCount, apply_method, count_parameters
+from tunesmith.model.moe import active_parameters
 
 GIB = 1024**3
 LOGIT_BYTES = 12  # per target position and vocabulary entry, see the module docstring
@@ -42,12 +46,16 @@ class MemoryEstimate:
     peak: float
     tokens: int  # per micro-batch
     summary: str  # the settings the estimate assumed, in words
+    active_params: int | None = None  # MoE: the base model's parameters one token passes through
 
     def report(self) -> str:
         rows = [("weights", self.weights), ("gradients", self.gradients), ("optimizer states", self.optimizer),
                 ("activations", self.activations), ("output head (logits)", self.logits),
                 ("peak (estimate)", self.peak)]
-        lines = [str(self.params), self.summary]
+        lines = [str(self.params)]
+        if self.active_params is not None:
+            lines.append(f"active params per token (MoE): {self.active_params:,}")
+        lines.append(self.summary)
         lines += [f"  {name:<22}{value / GIB:10.2f} GiB" for name, value in rows]
         return "\n".join(lines)
 
@@ -56,30 +64,44 @@ def estimate_memory(config: RunConfig) -> MemoryEstimate:
     """The estimate for `config`; the model's config.json is read, its weights never are."""
     import torch
 
+    from tunesmith.model.precision import DeviceCaps, keep_trainable_in_master, plan_precision
+
     hf_config = read_model_config(config.model)
-    weight_dtype = _dtype(config.model.dtype, {"float32": torch.float32, "float16": torch.float16})
-    compute_bytes = 4 if config.train.precision == "fp32" else 2
-    model = build_meta_model(hf_config, weight_dtype)
+    device = DeviceCaps.detect("cuda") if torch.cuda.is_available() else DeviceCaps("cuda", bf16=True)
+    plan = plan_precision(config.model.dtype, config.train.precision, config.method.kind, device)
+    weight_dtype = plan.frozen_dtype
+    compute_bytes = plan.compute_dtype.itemsize
+    model = build_meta_model(hf_config, plan.load_dtype)
+    active = active_parameters(model, sum(param.numel() for param in model.parameters()))
     quantized = _quantized_weights(model) if config.model.quantization_bit else {}
     # On meta a quantized base has the same parameters as an unquantized one; peft counts them the same.
     method = config.method.model_copy(update={"kind": "lora"}) if config.method.kind == "qlora" else config.method
     model = apply_method(model, method)
+    keep_trainable_in_master(model, plan)
     tokens = config.train.batch_size * config.data.max_length
     weights = weight_bytes(model, quantized, config.model.quantization_bit, config.model.double_quantization)
     gradients = gradient_bytes(model)
     optimizer = optimizer_bytes(model, config.train.optimizer)
     checkpointing = config.train.gradient_checkpointing
-    activations = activation_bytes(model, LayerShape.from_config(hf_config), tokens, compute_bytes, checkpointing)
+    shape = LayerShape.from_config(hf_config)
+    activations = activation_bytes(model, shape, tokens, compute_bytes, checkpointing)
+    padded = config.train.batch_size > 1 or config.data.packing  # a mask only when rows differ or are packed
+    if padded and config.model.attn_implementation in ("auto", "sdpa"):
+        layers = 1 if checkpointing else graph_layer_count(model)
+        activations += sdpa_mask_bytes(shape, config.train.batch_size, config.data.max_length, compute_bytes, layers)
+    if plan.autocast is not None:
+        activations += autocast_copy_bytes(model, compute_bytes, quantized)
     logits = LOGIT_BYTES * tokens * hf_config.vocab_size
     peak = weights + optimizer + (
         gradients + activations + logits if config.train.grad_accum > 1 else max(activations + logits, gradients)
     )
-    summary = (f"memory for {config.method.kind}, weights {str(weight_dtype).removeprefix('torch.')}"
+    summary = (f"memory for {config.method.kind}, frozen weights {str(weight_dtype).removeprefix('torch.')}, "
+               f"trainable {str(plan.master_dtype).removeprefix('torch.')}"
                f"{_quantization_words(config)}, compute {'fp32' if compute_bytes == 4 else '16-bit'}, "
                f"batch {config.train.batch_size} x {config.data.max_length} tokens, gradient checkpointing "
                f"{'on' if checkpointing else 'off'}:")
     return MemoryEstimate(count_parameters(model), weights, gradients, optimizer, activations, logits, peak,
-                          tokens, summary)
+                          tokens, summary, active)
 
 
 def read_model_config(model_config):
@@ -131,9 +153,10 @@ def optimizer_bytes(model, optimizer: str) -> float:
     """AdamW's two states per trainable element (see the module docstring for the 8-bit layout)."""
     total = 0.0
     for param in (p for p in model.parameters() if p.requires_grad):
-        if optimizer == "adamw_8bit" and param.numel() >= SMALL_TENSOR_8BIT:
+        eight_bit = optimizer.endswith("adamw_8bit")  # paged or not, the same states
+        if eight_bit and param.numel() >= SMALL_TENSOR_8BIT:
             total += 2 * param.numel() * (1 + 4 / BLOCK_8BIT_OPTIMIZER)
-        elif optimizer == "adamw_8bit":
+        elif eight_bit:
             total += 2 * param.numel() * 4
         else:
             total += 2 * param.numel() * param.element_size()
@@ -154,10 +177,26 @@ def _base_name(peft_name: str) -> str:
     return peft_name.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 
-def _dtype(name: str, table: dict):
+def sdpa_mask_bytes(shape: LayerShape, batch: int, length: int, compute_bytes: int, layers: int) -> float:
+    """What a padded (or packed) batch adds under sdpa, per layer autograd goes through: the [B, 1, L, L] mask
+    in the compute dtype (sdpa turns the boolean mask into an additive one and keeps it for backward), and
+    K and V repeated from kv_heads to heads (transformers repeats them when a mask is given)."""
+    mask = batch * length * length * compute_bytes
+    repeated_kv = 2 * batch * length * (shape.heads - shape.kv_heads) * shape.head_dim * compute_bytes
+    return float(layers * (mask + repeated_kv))
+
+
+def autocast_copy_bytes(model, compute_bytes: int, quantized: dict) -> float:
+    """16-bit copies autocast makes of float32 linear weights; each is kept for the backward of its matmul."""
     import torch
 
-    return table.get(name, torch.bfloat16)  # auto and bfloat16: what a current GPU trains in
+    total = 0
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, torch.nn.Linear) and weight is not None and weight.dtype == torch.float32 \
+                and _base_name(f"{name}.weight") not in quantized:
+            total += weight.numel() * compute_bytes
+    return float(total)
 
 
 def _quantization_words(config: RunConfig) -> str:

@@ -1,7 +1,9 @@
 """Load a model and its tokenizer from a local folder, a hub id, a GGUF file or an installed package.
 
 A GGUF file is converted to a Hugging Face folder once (dequantized, safetensors) and cached, so the second
-load takes seconds instead of a full conversion.
+load takes seconds instead of a full conversion. The cache is keyed by the file's content (a file replaced in
+place, same size and time, is still told apart), and processes converting the same file at once each write
+their own staging folder: the first rename wins and the others use its result.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from pathlib import Path
 
 from tunesmith.config.schema import ModelConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.user_dirs import cache_dir
 
 PACKAGE_PREFIX = "pkg:"
-CACHE_DIR = Path.home() / ".cache" / "tunesmith"
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,13 @@ def _gguf_file(path: Path, gguf_file: str | None) -> Path | None:
     return None
 
 
+def converted_gguf_folder(gguf: Path) -> Path:
+    """Where the conversion of `gguf` is cached: named after its content, not its path or time."""
+    return cache_dir() / "gguf" / f"{gguf.stem}-{_content_hash(gguf)[:16]}"
+
+
 def _converted_gguf(gguf: Path, trust_remote_code: bool) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = CACHE_DIR / "gguf" / f"{gguf.stem}-{key}"
+    target = converted_gguf_folder(gguf)
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -93,47 +98,66 @@ def _converted_gguf(gguf: Path, trust_remote_code: bool) -> Path:
             del model.config.quantization_config
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        staging.rename(target)
+        try:
+            staging.rename(target)
+        except OSError:  # another process renamed its conversion into place first: the same content
+            if not (target / "config.json").is_file():
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
+def _content_hash(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def load_tokenizer(config: ModelConfig, source: ModelSource | None = None):
+    source = source or resolve_source(config)
+    return tokenizer_from(source.location, config.trust_remote_code)
+
+
+def tokenizer_from(location, trust_remote_code: bool = False):
+    """The tokenizer in a folder (or hub id); one without a pad token pads with its end-of-sequence token,
+    which the attention mask hides and no label trains."""
     from transformers import AutoTokenizer
 
-    source = source or resolve_source(config)
-    tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=config.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(str(location), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def resolve_dtype(name: str, device_type: str):
-    import torch
+def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSource | None = None, dtype=None,
+               device=None):
+    """The model of `config` with its weights in `dtype` (default: the inference dtype for `device_type`).
 
-    if name == "auto":
-        if device_type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32  # bf16 is emulated on CPUs without AMX and runs several times slower
-    return getattr(torch, name)
-
-
-def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSource | None = None):
+    `device` (a torch device) places an unquantized model there as it loads, instead of in CPU memory first
+    and copied after; give it only where one process holds the whole model (no DeepSpeed / FSDP sharding).
+    """
     from transformers import AutoModelForCausalLM
 
+    from tunesmith.model.precision import DeviceCaps, inference_dtype
     from tunesmith.model.quantize import quantization_kwargs
 
     source = source or resolve_source(config)
-    attn = "sdpa" if config.attn_implementation == "auto" else config.attn_implementation
-    dtype = resolve_dtype(config.dtype, device_type)
+    # auto: transformers' own choice, sdpa where the architecture supports it (Gemma 2's softcapping needs eager)
+    attn = None if config.attn_implementation == "auto" else config.attn_implementation
+    dtype = dtype or inference_dtype(config.dtype, DeviceCaps.detect(device_type))
+    placement = quantization_kwargs(config, dtype, device_type)
+    if device is not None and not placement:
+        placement = {"device_map": {"": device}}
     try:
         return AutoModelForCausalLM.from_pretrained(
             source.location,
             dtype=dtype,
             attn_implementation=attn,
             trust_remote_code=config.trust_remote_code,
-            **quantization_kwargs(config, dtype, device_type),
+            **placement,
         )
     except OSError as err:
         raise TunesmithError(f"could not load the model from {source.location}: {err}") from None

@@ -54,6 +54,7 @@ def _add_lora(model, method: MethodConfig):
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.targets,
+        target_parameters=lora.target_parameters or None,
         use_dora=lora.dora,
         use_rslora=lora.rslora,
         modules_to_save=lora.modules_to_save or None,
@@ -62,7 +63,8 @@ def _add_lora(model, method: MethodConfig):
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as err:
-        raise TunesmithError(f"method.lora.targets: {err}; name linear layers of this model or use all-linear") from None
+        raise TunesmithError(f"method.lora.targets / target_parameters: {err}; name linear layers (or, in "
+                             "target_parameters, weights) of this model, or use all-linear") from None
     _check_modules_to_save(peft_model, lora.modules_to_save)
     return peft_model
 

@@ -94,10 +94,10 @@ def load_value_head(folder: Path, hidden_size: int) -> torch.nn.Linear:
 def load_scorer(folder: Path, base, device: str = "cpu") -> ValueHeadModel:
     """The reward model saved in `folder` (adapter on top of `base`, a ModelConfig, or whole weights), frozen."""
     from tunesmith.model.load import load_model
-    from tunesmith.model.save import is_adapter_folder
+    from tunesmith.run_folder import is_adapter
 
     folder = Path(folder)
-    if is_adapter_folder(folder):
+    if is_adapter(folder):
         from peft import PeftModel
 
         backbone = PeftModel.from_pretrained(load_model(base, device), str(folder)).merge_and_unload()

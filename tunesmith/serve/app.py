@@ -24,6 +24,7 @@ def build_app(engine, options: ServerOptions):
     async def lifespan(app):
         yield
         scheduler.close()
+        state.tokenizing.shutdown(wait=False, cancel_futures=True)
 
     # No /docs or /openapi.json: the server exposes the API and nothing else.
     app = FastAPI(title="tunesmith", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)

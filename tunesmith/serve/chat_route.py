@@ -14,6 +14,7 @@ from tunesmith.serve.common import (
     SSE_HEADERS, ClientGone, ServerState, completion_id, generation_settings, results_unless_gone, sse, usage,
 )
 from tunesmith.serve.errors import ApiError, bad_request
+from tunesmith.serve.prompt import ids_keeping_typed_text
 from tunesmith.serve.schemas import ChatRequest, Message
 from tunesmith.serve.tool_plan import ChoiceStream, ToolPlan, plan_tools
 
@@ -23,7 +24,7 @@ def add_chat_route(app, state: ServerState) -> None:
     async def chat_completions(body: ChatRequest, request: Request):
         state.check_model(body.model)
         plan = plan_tools(body, state.engine.template.source)
-        prompt_ids = _prompt_ids(state, body, plan)
+        prompt_ids = await state.off_loop(_prompt_ids, state, body, plan)
         state.check_fits(prompt_ids)
         budget = body.max_completion_tokens or body.max_tokens
         settings = generation_settings(body, budget, len(prompt_ids), state.engine)
@@ -75,7 +76,8 @@ def _prompt_ids(state: ServerState, body: ChatRequest, plan: ToolPlan) -> list[i
         text = template.render(template_messages(body.messages), plan.tools, add_generation_prompt=True)
     except (TemplateError, TunesmithError) as err:
         raise bad_request(f"the model's chat template cannot render these messages: {err}", "messages") from None
-    return template.tokenizer(text + plan.prefix, add_special_tokens=False)["input_ids"]
+    contents = [message.text() for message in body.messages]
+    return ids_keeping_typed_text(template.tokenizer, text + plan.prefix, contents)
 
 
 def _finish_reason(result: DecodeResult, calls: list) -> str:

@@ -4,9 +4,11 @@ results while watching for the client going away, and server-sent events."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tunesmith.errors import TunesmithError
@@ -16,6 +18,7 @@ from tunesmith.serve.scheduler import BatchScheduler, QueueFull, Submission
 
 
 UNBOUNDED_CONTEXT_LIMIT = 4096  # reply budget for a model whose config states no context length
+SEEDS = 2**63  # seeds are in [0, SEEDS), the range torch's generators take
 
 
 @dataclass
@@ -28,6 +31,11 @@ class ServerOptions:
     cors_origins: list[str] = field(default_factory=list)  # empty: no CORS headers at all
     retry_after_s: int = 2
 
+    def __post_init__(self):
+        if "*" in self.cors_origins and not self.api_key:
+            raise TunesmithError("CORS for every origin ('*') without an API key would let any web page a user "
+                                 "visits use this server; set an API key or name the allowed origins")
+
 
 @dataclass
 class ServerState:
@@ -35,6 +43,14 @@ class ServerState:
     options: ServerOptions
     scheduler: BatchScheduler
     created: int = field(default_factory=lambda: int(time.time()))
+    # Tokenizing a long prompt takes milliseconds to seconds: done here, not on the event loop, and one at
+    # a time so the tokenizer is never used by two request threads at once.
+    tokenizing: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunesmith-tokenize"))
+
+    async def off_loop(self, work, *args):
+        """`work(*args)` on the tokenizing thread, awaited without blocking other requests."""
+        return await asyncio.get_running_loop().run_in_executor(self.tokenizing, functools.partial(work, *args))
 
     def check_model(self, name: str) -> None:
         if name != self.options.model_name:
@@ -62,6 +78,9 @@ def generation_settings(body, max_tokens: int | None, prompt_tokens: int, engine
     limit = max_tokens or room or UNBOUNDED_CONTEXT_LIMIT  # like OpenAI: by default, up to the context's end
     if room is not None:
         limit = min(limit, room)
+    vocabulary = len(engine.template.tokenizer)
+    if body.top_k and body.top_k > vocabulary:
+        raise bad_request(f"top_k is {body.top_k}; it must be at most the vocabulary size, {vocabulary}", "top_k")
     try:
         return [
             GenerationSettings(
@@ -71,7 +90,7 @@ def generation_settings(body, max_tokens: int | None, prompt_tokens: int, engine
                 top_k=body.top_k or 0,
                 repetition_penalty=body.repetition_penalty or 1.0,
                 stop=list(body.stop or []),
-                seed=None if body.seed is None else body.seed + choice,
+                seed=None if body.seed is None else (body.seed + choice) % SEEDS,
                 presence_penalty=body.presence_penalty,
                 frequency_penalty=body.frequency_penalty,
             )

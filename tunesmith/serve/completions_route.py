@@ -19,7 +19,7 @@ def add_completions_route(app, state: ServerState) -> None:
     async def completions(body: CompletionRequest, request: Request):
         state.check_model(body.model)
         tokenizer = state.engine.template.tokenizer
-        prompts = [tokenizer(text)["input_ids"] for text in body.prompt]
+        prompts = await state.off_loop(lambda: [tokenizer(text)["input_ids"] for text in body.prompt])
         choices = []
         for prompt_ids in prompts:
             state.check_fits(prompt_ids, "prompt")

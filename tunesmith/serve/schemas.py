@@ -9,8 +9,13 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+MAX_STOP_CHARS = 256  # each stop string is searched for at every token: long ones would slow every reply
+MAX_REPETITION_PENALTY = 100.0  # beyond this the penalty only turns logits into noise
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan off: inf or nan in any number would reach the sampler and poison a batch's logits.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TextPart(Strict):
@@ -81,11 +86,13 @@ class Sampling(Strict):
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0, description="Extension: keep only the k most likely tokens.")
-    repetition_penalty: float | None = Field(None, gt=0, description="Extension: transformers' penalty.")
+    # top_k is also checked against the served model's vocabulary (serve/common.py).
+    top_k: int | None = Field(None, ge=0, le=2**31 - 1, description="Extension: keep only the k most likely tokens.")
+    repetition_penalty: float | None = Field(None, gt=0, le=MAX_REPETITION_PENALTY,
+                                             description="Extension: transformers' penalty.")
     n: int = Field(1, ge=1, le=16)
     stop: Union[str, list[str], None] = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     user: str | None = None
@@ -97,8 +104,8 @@ class Sampling(Strict):
     @classmethod
     def _at_most_four_stops(cls, value):
         stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("give at most 4 non-empty stop strings")
+        if len(stops) > 4 or any(not s or len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"give at most 4 non-empty stop strings of at most {MAX_STOP_CHARS} characters")
         return stops
 
 

@@ -1,4 +1,9 @@
-"""The guard in front of every route: API key check (constant time) and a request body size limit.
+"""The guard in front of every route: API key check (constant time), loopback Host names when there is no
+key, and a request body size limit.
+
+Without a key the server trusts whoever can reach it, which is meant to be this machine only. A web page can
+still reach a loopback port through DNS rebinding (its own domain re-pointed at 127.0.0.1), but its requests
+then carry that domain in the Host header: so without a key, only Host names that denote loopback are served.
 
 It is plain ASGI middleware rather than a per-route dependency so that no route, present or future, and not
 even an unknown path, answers anything without the key.
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 
 from tunesmith.serve.errors import ApiError
 
@@ -25,6 +31,10 @@ class Guard:
             return await _reject(send, ApiError(
                 401, "missing or wrong API key; send it as 'Authorization: Bearer KEY'", "invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"}))
+        if self.expected is None and not _loopback_host(scope):
+            return await _reject(send, ApiError(
+                403, "this server has no API key, so it answers only requests addressed to localhost or a loopback "
+                "address; use http://127.0.0.1:PORT, or start it with an API key", "host_not_allowed"))
         body = await self._read_body(receive)
         if body is None:
             return await _reject(send, ApiError(
@@ -52,6 +62,17 @@ class Guard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _loopback_host(scope) -> bool:
+    host = next((value.decode("latin-1") for name, value in scope.get("headers", []) if name == b"host"), "")
+    name = host[1:host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _digest(value: bytes) -> bytes:

@@ -7,7 +7,11 @@ unpickles arbitrary objects: weights are safetensors and the rest loads with `to
 A DeepSpeed run's optimizer state (and under ZeRO-3 its weights) is split over the processes, so its checkpoints
 also hold DeepSpeed's own sharded states (ENGINE_FOLDER, read back by DeepSpeed itself) and one RNG state per
 process; they resume with the same number of processes. Their weights are gathered whole, so they load without
-DeepSpeed like any other checkpoint's.
+DeepSpeed like any other checkpoint's. DeepSpeed unpickles its own states, so those checkpoints carry a signed
+manifest of their files (train/manifest.py), checked before DeepSpeed reads anything.
+
+A commit is durable: the files and the folder entries are fsynced before and after the rename, so a crash
+right after it cannot leave a listed checkpoint with files the disk never got.
 """
 
 from __future__ import annotations
@@ -19,30 +23,32 @@ from pathlib import Path
 
 import torch
 
+from tunesmith.durable import fsync_folder, fsync_tree
 from tunesmith.errors import TunesmithError
 from tunesmith.model.save import save_weights
 from tunesmith.model.value_head import ValueHeadModel
-from tunesmith.train.rng import get_rng_state, set_rng_state
+from tunesmith.run_folder import ADAPTER_WEIGHTS, CHECKPOINT_PREFIX
+from tunesmith.train.manifest import signed, verify
+from tunesmith.train.rng import get_rng_state, process_rng_state, set_rng_state
 from tunesmith.train.token_logps import LogpsModel
 
-CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng_state.pt"
 SCALER_FILE = "scaler.pt"  # fp16 loss scale, present only in fp16 runs
-ADAPTER_FILE = "adapter_model.safetensors"
 ENGINE_FOLDER = "deepspeed"  # DeepSpeed's checkpoint tag: its sharded model and optimizer states
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict,
-                    keep: int | None = None, scaler=None) -> Path:
-    """Everything needed to resume, under checkpoint-STEP; then only the newest `keep` checkpoints remain."""
+                    keep: int | None = None, scaler=None, rng_states: list[dict] | None = None) -> Path:
+    """Everything needed to resume, under checkpoint-STEP; then only the newest `keep` checkpoints remain.
+    `rng_states`: every process's RNG state in rank order (train/rng.py gather_rng_states); default: this one's."""
     staging = _new_staging_folder(run_dir, step)
     save_weights(model, staging)
     torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
     torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
-    torch.save(get_rng_state(), staging / RNG_FILE)
+    torch.save({"processes": rng_states or [get_rng_state()]}, staging / RNG_FILE)
     if scaler is not None:
         torch.save(scaler.state_dict(), staging / SCALER_FILE)
     return _publish(run_dir, step, staging, state, keep)
@@ -67,7 +73,7 @@ def save_engine_checkpoint(accelerator, run_dir: Path, step: int, engine, schedu
         save_weights(accelerator.unwrap_model(engine), staging, weights)
         # The schedule steps on our side of the engine (accelerate does not hand it to DeepSpeed), alike everywhere.
         torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
-        _publish(run_dir, step, staging, state, keep)
+        _publish(run_dir, step, staging, state, keep, sign=True)
     accelerator.wait_for_everyone()
     return _final_folder(run_dir, step)
 
@@ -88,13 +94,17 @@ def _new_staging_folder(run_dir: Path, step: int) -> Path:
     return staging
 
 
-def _publish(run_dir: Path, step: int, staging: Path, state: dict, keep: int | None) -> Path:
+def _publish(run_dir: Path, step: int, staging: Path, state: dict, keep: int | None, sign: bool = False) -> Path:
     """Mark `staging` complete and rename it to checkpoint-STEP; then only the newest `keep` checkpoints remain."""
-    (staging / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2), encoding="utf-8")
+    record = {"step": step, **state}
+    (staging / STATE_FILE).write_text(json.dumps(signed(record, staging, STATE_FILE) if sign else record, indent=2),
+                                      encoding="utf-8")
+    fsync_tree(staging)
     final = _final_folder(run_dir, step)
     if final.exists():
         _delete(final)
     staging.rename(final)
+    fsync_folder(Path(run_dir))
     if keep:
         for old in list_checkpoints(run_dir)[:-keep]:
             _delete(old)
@@ -135,8 +145,9 @@ def find_resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
     return folder
 
 
-def load_checkpoint(folder: Path, model, optimizer, scheduler, scaler=None) -> dict:
-    """Restore weights, optimizer, scheduler and RNG states from `folder`; returns the loop's saved state."""
+def load_checkpoint(folder: Path, model, optimizer, scheduler, scaler=None, rank: int = 0) -> dict:
+    """Restore weights, optimizer, scheduler and process `rank`'s RNG states from `folder`; returns the loop's
+    saved state."""
     folder = Path(folder)
     if (folder / ENGINE_FOLDER).is_dir():
         raise TunesmithError(f"{folder} was written by a DeepSpeed run (its optimizer state is split over the "
@@ -144,7 +155,9 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, scaler=None) -> d
     load_weights(model, folder)
     optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, map_location="cpu", weights_only=True))
-    set_rng_state(torch.load(folder / RNG_FILE, map_location="cpu", weights_only=True))
+    rng = process_rng_state(torch.load(folder / RNG_FILE, map_location="cpu", weights_only=True), rank)
+    if rng is not None:
+        set_rng_state(rng)
     if scaler is not None and (folder / SCALER_FILE).is_file():
         scaler.load_state_dict(torch.load(folder / SCALER_FILE, map_location="cpu", weights_only=True))
     return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
@@ -154,6 +167,7 @@ def load_engine_checkpoint(accelerator, folder: Path, engine, scheduler) -> dict
     """load_checkpoint for a DeepSpeed run; every process calls it and reads its own shard and RNG state."""
     folder = Path(folder)
     _check_engine_checkpoint(folder, accelerator.num_processes)
+    verify(json.loads((folder / STATE_FILE).read_text(encoding="utf-8")), folder, STATE_FILE)  # before any unpickling
     # The engine restores weights and optimizer (fp32 master weights, moments, loss scale) from its shards.
     engine.load_checkpoint(str(folder), tag=ENGINE_FOLDER, load_optimizer_states=True,
                            load_lr_scheduler_states=False)
@@ -187,10 +201,10 @@ def load_weights(model, folder: Path) -> None:
         load_weights(model.backbone, folder)
         model.load_head(folder)
         return
-    if (folder / ADAPTER_FILE).is_file():
+    if (folder / ADAPTER_WEIGHTS).is_file():
         from peft import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(model, load_file(folder / ADAPTER_FILE))
+        result = set_peft_model_state_dict(model, load_file(folder / ADAPTER_WEIGHTS))
         problems = list(getattr(result, "unexpected_keys", []))
     else:
         loaded: set[str] = set()

@@ -27,9 +27,7 @@ def eval_metrics(stage, loss: float, extras: dict[str, float], prefix: str = "ev
     """What an evaluation reports: the mean loss and the stage's own metrics (reward accuracy, margins ...),
     each under `prefix`; plus perplexity, only where the loss is a mean per-token cross entropy (pt, sft):
     the exp of a preference loss (-log sigmoid of a margin) measures nothing."""
-    from tunesmith.train.stages.base import TokenStage
-
     record = {f"{prefix}loss": loss, **{f"{prefix}{key}": value for key, value in extras.items()}}
-    if isinstance(stage, TokenStage):
+    if stage.reports_perplexity:
         record["perplexity"] = math.exp(min(loss, 50))  # capped: an exploding loss still logs a finite number
     return record

@@ -4,6 +4,9 @@ Gradient accumulation normalises by the target tokens of the whole accumulation 
 all processes), so batch 4 x accumulation 1 and batch 1 x accumulation 4 give the same loss and gradients.
 The loop never waits for the device inside a step: a step's metrics are read on the host only once the next
 step has been queued.
+
+Online stages (ppo, grpo) run here too: the stage turns each step's window of prompt batches into the batches
+it trains on (generating rollouts) and says how many optimizer updates a window gives.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from tunesmith.config.schema import TrainConfig
 from tunesmith.dist.collectives import global_sums, global_tensor_sum, gradient_scale
 from tunesmith.dist.deepspeed import uses_deepspeed
 from tunesmith.errors import TunesmithError
-from tunesmith.train.batches import BatchStream, eval_batches
+from tunesmith.model.moe import RouterLoss
+from tunesmith.train.batches import BatchStream
 from tunesmith.train.checkpoint import load_checkpoint, load_engine_checkpoint, save_checkpoint, save_engine_checkpoint
-from tunesmith.train.evaluation import evaluate_stage
 from tunesmith.train.metrics import MetricsLog
 from tunesmith.train.optim import build_optimizer, build_scheduler, follows_eval_loss
+from tunesmith.train.rng import gather_rng_states
 
 
 @dataclass
@@ -35,6 +39,7 @@ class StepResult:
     grad_norm: torch.Tensor | None
     metrics: dict[str, torch.Tensor]  # the stage's extra metrics, averaged over the window's units
     lr: float  # the learning rate this step used
+    window_stats: dict[str, float]  # what the stage reports about the window itself (rewards of its rollouts)
 
 
 class Trainer:
@@ -47,6 +52,7 @@ class Trainer:
         self.val = val
         self.run_dir = Path(run_dir)
         self.total_steps = total_steps(train, stream.batches_per_epoch)
+        stage.accelerator = accelerator  # stages that take statistics over all processes' rows need it
         if train.gradient_checkpointing:
             enable_activation_checkpointing(model, offload=train.gradient_checkpointing == "offload")
         if train.neftune_alpha:
@@ -54,12 +60,13 @@ class Trainer:
 
             add_neftune_noise(model, train.neftune_alpha)
         optimizer = build_optimizer(model, train)
+        self.router_loss = RouterLoss(model, train.router_aux_loss_coef)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        self.scheduler = build_scheduler(self.optimizer, train, self.total_steps)
+        self.scheduler = build_scheduler(self.optimizer, train, self.total_steps * stage.updates_per_window)
         self.metrics = MetricsLog(run_dir, enabled=accelerator.is_main_process, sinks=sinks)
         self.step = 0
         self.tokens_seen = 0
-        self.best_eval_loss = math.inf
+        self.best_eval_loss = math.inf  # of the stage's eval metric, negated where higher is better
         self.evals_without_improvement = 0
         self._pending_log: tuple | None = None
         self._clock = (time.perf_counter(), 0)  # (time, tokens_seen) when this process started training
@@ -70,12 +77,13 @@ class Trainer:
             state = load_engine_checkpoint(self.accelerator, checkpoint, self.model, self.scheduler)
         else:
             state = load_checkpoint(checkpoint, self.accelerator.unwrap_model(self.model), self.optimizer,
-                                    self.scheduler, self.accelerator.scaler)
+                                    self.scheduler, self.accelerator.scaler, rank=self.accelerator.process_index)
         self.step = state["step"]
         self.stream.position = state["stream_position"]
         self.tokens_seen = state["tokens_seen"]
         self.best_eval_loss = state.get("best_eval_loss", math.inf)
         self.evals_without_improvement = state.get("evals_without_improvement", 0)
+        self.stage.load_state_dict(state.get("stage", {}))
         self._clock = (time.perf_counter(), self.tokens_seen)
         self.metrics.truncate_after(self.step)
         self.accelerator.print(f"resumed from {checkpoint} at step {self.step}")
@@ -107,20 +115,37 @@ class Trainer:
         self.metrics.close()
 
     def train_step(self) -> StepResult:
-        window = [self.stream.next_batch() for _ in range(self.train_config.grad_accum)]
+        """One window (grad_accum batches, made into what the stage trains on), trained on for the stage's
+        updates_per_window optimizer updates; losses and metrics are averaged over those updates."""
+        window, stats = self.stage.window(self.model, [self.stream.next_batch()
+                                                       for _ in range(self.train_config.grad_accum)], self.step)
         global_units, input_tokens = global_sums(self.accelerator, sum(self.stage.count_units(b) for b in window),
                                                  sum(input_token_count(b) for b in window))
+        updates = self.stage.updates_per_window
+        sums: dict[str, torch.Tensor] = {}
+        for _ in range(updates):
+            per_unit, grad_norm, lr = self.update(window, global_units)
+            for key, value in per_unit.items():
+                sums[key] = sums.get(key, 0) + value / updates
+        return StepResult(sums.pop("loss"), global_units, input_tokens, grad_norm, sums, lr, stats)
+
+    def update(self, window: list[dict], global_units: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None,
+                                                                       float]:
+        """Gradients of the window's batches, then one optimizer step: (loss and metrics per unit, grad norm, lr)."""
         scale = gradient_scale(self.accelerator, global_units)
         loss_sum = torch.zeros((), device=self.accelerator.device)
         metric_sums: dict[str, torch.Tensor] = {}
         for batch in window:
-            device_batch = {key: value.to(self.accelerator.device, non_blocking=True) for key, value in batch.items()}
+            device_batch = {key: value.to(self.accelerator.device, non_blocking=True) if torch.is_tensor(value)
+                            else value for key, value in batch.items()}
             # accelerate counts the micro-batches: it skips the gradient sync (DDP) or tells DeepSpeed the
             # accumulation boundary is not reached until the window's last one (the accelerator's
             # gradient_accumulation_steps is train.grad_accum, see dist/accelerator.py).
             with self.accelerator.accumulate(self.model):
-                with self.accelerator.autocast():
+                with self.accelerator.autocast(), self.router_loss.recording() as router:
                     batch_loss, batch_metrics = self.stage.loss(self.model, device_batch)
+                batch_loss, batch_metrics = router.add_to(batch_loss, batch_metrics, self.stage.count_units(batch),
+                                                          device_batch)
                 self.accelerator.backward(batch_loss * scale)
             loss_sum += batch_loss.detach()
             for key, value in batch_metrics.items():
@@ -135,7 +160,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         per_unit = {key: global_tensor_sum(self.accelerator, value) / max(global_units, 1)
                     for key, value in {"loss": loss_sum, **metric_sums}.items()}
-        return StepResult(per_unit.pop("loss"), global_units, input_tokens, grad_norm, per_unit, lr)
+        return per_unit, grad_norm, lr
 
     def _flush_log(self, bar) -> None:
         if self._pending_log is None:
@@ -156,46 +181,51 @@ class Trainer:
         if result.grad_norm is not None:
             record["grad_norm"] = float(result.grad_norm)
         record.update({key: float(value) for key, value in result.metrics.items()})
+        record.update(result.window_stats)
         self.metrics.write(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{speed:.0f}")
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss (and the stage's extra metrics) over the validation units; logs them, returns the loss."""
+        """The stage's evaluation of the validation split (mean loss and extra metrics; mean reward for online
+        stages); logs it, returns its metric as a number to minimise."""
         self.model.eval()
-        batches = eval_batches(self.val, self.stream.batch_size, self.stream.collate)
-        record, _ = evaluate_stage(self.stage, self.model, batches, self.accelerator.device, self.accelerator.autocast)
+        record = self.stage.evaluate(self.model, self.val, self.stream.batch_size, self.stream.collate,
+                                     self.accelerator.device, self.accelerator.autocast)
         self.model.train()
         self.metrics.write({"step": self.step, **record})
-        return record["eval_loss"]
+        value = record[self.stage.eval_metric]
+        return -value if self.stage.eval_higher_is_better else value
 
     def evaluate_and_check(self) -> bool:
         """Evaluate, step a plateau schedule, and say whether early stopping calls the run off."""
-        eval_loss = self.evaluate()
+        score = self.evaluate()
         if follows_eval_loss(self.train_config):
-            self.scheduler.step(eval_loss)
-        if eval_loss < self.best_eval_loss:
-            self.best_eval_loss, self.evals_without_improvement = eval_loss, 0
+            self.scheduler.step(score)
+        if score < self.best_eval_loss:
+            self.best_eval_loss, self.evals_without_improvement = score, 0
         else:
             self.evals_without_improvement += 1
         patience = self.train_config.early_stopping_patience
         if patience and self.evals_without_improvement >= patience:
-            self.accelerator.print(f"early stopping at step {self.step}: eval_loss has not improved for "
-                                   f"{patience} evaluations (best {self.best_eval_loss:.4f})")
+            self.accelerator.print(f"early stopping at step {self.step}: {self.stage.eval_metric} has not improved "
+                                   f"for {patience} evaluations")
             return True
         return False
 
     def save_checkpoint(self) -> None:
         state = {"stream_position": self.stream.position, "tokens_seen": self.tokens_seen,
-                 "best_eval_loss": self.best_eval_loss, "evals_without_improvement": self.evals_without_improvement}
+                 "best_eval_loss": self.best_eval_loss, "evals_without_improvement": self.evals_without_improvement,
+                 "stage": self.stage.state_dict()}
         if uses_deepspeed(self.accelerator):  # every process holds a shard of the state: all of them save
             save_engine_checkpoint(self.accelerator, self.run_dir, self.step, self.model, self.scheduler, state,
                                    keep=self.train_config.save_total_limit)
             return
+        rng_states = gather_rng_states()  # every process's own, collected on the main one
         if self.accelerator.is_main_process:
             save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.model),
                             self.optimizer, self.scheduler, state, keep=self.train_config.save_total_limit,
-                            scaler=self.accelerator.scaler)
+                            scaler=self.accelerator.scaler, rng_states=rng_states)
         self.accelerator.wait_for_everyone()
 
     def _due(self, every: int | None) -> bool:

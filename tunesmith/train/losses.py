@@ -20,12 +20,6 @@ def cross_entropy_sum(token_logps: torch.Tensor) -> torch.Tensor:
 # that a stage can sum them and the loop can normalise by the units of the whole accumulation window.
 
 
-def sequence_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[batch] sum over masked positions t of log softmax(logits[b, t])[targets[b, t]], in float32."""
-    token_logps = torch.gather(logits.float().log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1)
-    return (token_logps * mask).sum(-1)
-
-
 def pairwise_reward_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """[pairs] -log sigmoid(r_chosen - r_rejected): the Bradley-Terry loss of a reward model."""
     return -F.logsigmoid(chosen.float() - rejected.float())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-METRICS_FILE = "metrics.jsonl"
+from tunesmith.run_folder import METRICS_FILE, read_metrics
 
 
 class MetricsLog:
@@ -35,9 +35,3 @@ class MetricsLog:
         for sink in self.sinks:
             sink.close()
 
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

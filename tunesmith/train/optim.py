@@ -24,8 +24,8 @@ def build_optimizer(model, train: TrainConfig) -> torch.optim.Optimizer:
         {"params": no_decay, "weight_decay": 0.0},
     ]
     settings = {"lr": train.lr, "betas": tuple(train.adam_betas), "eps": train.adam_eps}
-    if train.optimizer == "adamw_8bit":
-        return _adamw_8bit(groups, settings)
+    if train.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        return _adamw_8bit(groups, settings, paged=train.optimizer == "paged_adamw_8bit", params=params)
     return torch.optim.AdamW(groups, fused=_fusable(params) or None, **settings)
 
 
@@ -34,14 +34,21 @@ def _fusable(params: list[torch.nn.Parameter]) -> bool:
     return len(devices) == 1 and devices <= set(FUSED_DEVICES) and all(p.is_floating_point() for p in params)
 
 
-def _adamw_8bit(groups, settings) -> torch.optim.Optimizer:
+def _adamw_8bit(groups, settings, paged: bool, params) -> torch.optim.Optimizer:
+    name = "paged_adamw_8bit" if paged else "adamw_8bit"
     try:
         import bitsandbytes
     except ImportError:
         raise TunesmithError(
-            "train.optimizer adamw_8bit needs bitsandbytes; pip install bitsandbytes or use optimizer: adamw"
+            f"train.optimizer {name} needs bitsandbytes; pip install bitsandbytes or use optimizer: adamw"
         ) from None
-    return bitsandbytes.optim.AdamW8bit(groups, **settings)
+    if not paged:
+        return bitsandbytes.optim.AdamW8bit(groups, **settings)
+    if any(p.device.type != "cuda" for p in params):
+        # Paging moves states between GPU and CPU memory through CUDA managed memory: there is nothing to page on CPU.
+        raise TunesmithError("train.optimizer paged_adamw_8bit pages optimizer states out of GPU memory and needs "
+                             "the model on a CUDA GPU; use adamw_8bit or adamw here")
+    return bitsandbytes.optim.PagedAdamW8bit(groups, **settings)
 
 
 def warmup_steps(train: TrainConfig, total_steps: int) -> int:

@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from tunesmith.config import RunConfig, dump_config
 from tunesmith.errors import TunesmithError
+from tunesmith.run_folder import CONFIG_FILE
 
-CONFIG_FILE = "config.yaml"
+
+@dataclass
+class Run:
+    """A run built and ready for its first step (or its resumed one)."""
+
+    config: RunConfig
+    accelerator: Any
+    trainer: Any  # train/loop.py's Trainer
+    tokenizer: Any
+    template: Any  # data/template.py's ChatTemplate
+    run_dir: Path
 
 
 def train(config: RunConfig) -> Path:
+    return run_to_the_end(build_run(config))
+
+
+def build_run(config: RunConfig) -> Run:
+    """Everything before the first step: accelerator, run folder, data, model, stage, trainer, resume point."""
     from accelerate.utils import set_seed
 
     from tunesmith.data.cache import encoder_fingerprint
     from tunesmith.data.dataset import prepare_data
     from tunesmith.data.template import ChatTemplate
     from tunesmith.dist.accelerator import make_accelerator
-    from tunesmith.dist.deepspeed import full_state_dict
-    from tunesmith.model.load import load_model, load_tokenizer, resolve_source
-    from tunesmith.model.methods import apply_method, count_parameters
-    from tunesmith.model.save import save_trained
+    from tunesmith.model.load import load_tokenizer, resolve_source
     from tunesmith.train.batches import BatchStream
     from tunesmith.train.checkpoint import find_resume_checkpoint
-    from tunesmith.train.plot import plot_loss
+    from tunesmith.train.loop import Trainer
+    from tunesmith.train.model_setup import prepare_model
     from tunesmith.train.sinks import build_sinks
     from tunesmith.train.stages import get_stage
 
@@ -45,30 +61,44 @@ def train(config: RunConfig) -> Path:
     with accelerator.main_process_first():  # rank 0 tokenizes; the others then read its cache
         data = prepare_data(config.data, lambda records: stage.encode_many(records, template, config.data),
                             stage.record_kind, config.train.seed,
-                            fingerprint=encoder_fingerprint(template, stage.name))
+                            fingerprint=encoder_fingerprint(template, stage.name), vocab_size=len(tokenizer))
     accelerator.print(data.summary())
-    model = apply_method(load_model(config.model, accelerator.device.type, source), config.method)
-    accelerator.print(count_parameters(model))
+    stage.check(config, data)  # before the model loads: a bad reward function or setting fails in seconds
+    model = prepare_model(config, accelerator, source)
     model = stage.prepare(model, data, config, accelerator.device)  # value head, reference model
     collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
-    stream = BatchStream(data.train, config.train.batch_size, collate, config.train.seed,
-                         accelerator.process_index, accelerator.num_processes)
+    on_gpu = accelerator.device.type == "cuda"
+    stream = BatchStream(data.train, stage.stream_batch_size(config.train.batch_size), collate, config.train.seed,
+                         accelerator.process_index, accelerator.num_processes, prefetch=on_gpu, pin=on_gpu)
     sinks = build_sinks(config.train.report_to, run_dir, config.model_dump(mode="json")) \
         if accelerator.is_main_process else []
-    trainer = stage.make_trainer(accelerator, model, config.train, stream, data.val, run_dir, sinks)
+    trainer = Trainer(accelerator, model, stage, config.train, stream, data.val, run_dir, sinks)
     if resume_from is not None:
         trainer.resume(resume_from)
-    trainer.run()
-    weights = full_state_dict(accelerator, trainer.model)  # every process: ZeRO-3 gathers the weights' shards
+    return Run(config, accelerator, trainer, tokenizer, template, run_dir)
+
+
+def run_to_the_end(run: Run) -> Path:
+    """Train, then save the weights, the loss plot and the run's card."""
+    from tunesmith.dist.deepspeed import full_state_dict
+    from tunesmith.model.save import save_trained
+    from tunesmith.run_card import write_run_card
+    from tunesmith.train.plot import plot_loss
+
+    accelerator = run.accelerator
+    run.trainer.run()
+    weights = full_state_dict(accelerator, run.trainer.model)  # every process: ZeRO-3 gathers the weights' shards
     if accelerator.is_main_process:
-        save_trained(accelerator.unwrap_model(trainer.model), tokenizer, template.source, run_dir, weights)
-        plot_loss(run_dir)
-        accelerator.print(f"run saved in {run_dir}")
+        save_trained(accelerator.unwrap_model(run.trainer.model), run.tokenizer, run.template.source, run.run_dir,
+                     weights)
+        plot_loss(run.run_dir)
+        write_run_card(run.run_dir, run.config)
+        accelerator.print(f"run saved in {run.run_dir}")
     # The process group is closed before the processes exit: left open, gloo's and DeepSpeed's threads can
     # outlive the interpreter's teardown and abort a finished run.
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return run_dir
+    return run.run_dir
 
 
 def check_train_options(config: RunConfig) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tunesmith.errors import TunesmithError
-from tunesmith.webui.runs import RUN_CONFIG
+from tunesmith.run_folder import config_path, is_run_folder
 
 
 class ChatSession:
@@ -21,17 +21,17 @@ class ChatSession:
              gguf_file: str | None = None) -> str:
         """Load `model`, or a run folder / checkpoint in `checkpoint` (an adapter goes on `model`)."""
         from tunesmith.infer.loader import load_engine
-        from tunesmith.model.save import is_adapter_folder
+        from tunesmith.run_folder import is_adapter
 
         self.unload()
         template = template or None
         if not checkpoint:
             engine, what = load_engine(model=model, template=template, gguf_file=gguf_file or None), model
-        elif (Path(checkpoint) / RUN_CONFIG).is_file():
+        elif is_run_folder(Path(checkpoint)):
             # A run folder carries its own template; only an explicit non-auto choice replaces it.
             engine = load_engine(run=checkpoint, template=None if template == "auto" else template)
             what = checkpoint
-        elif is_adapter_folder(Path(checkpoint)):
+        elif is_adapter(Path(checkpoint)):
             model, gguf_file = _base_of(Path(checkpoint), model)
             engine = load_engine(model=model, adapter=checkpoint, template=template, gguf_file=gguf_file)
             what = f"{model} + {checkpoint}"
@@ -66,10 +66,12 @@ class ChatSession:
 def _base_of(checkpoint: Path, typed: str | None) -> tuple[str, str | None]:
     """The base model an adapter checkpoint was trained on: its run's, else the one typed in the page."""
     from tunesmith.config import load_config
+    from tunesmith.config.trust import saved_model_config
 
-    run_config = checkpoint.parent / RUN_CONFIG
+    run_config = config_path(checkpoint.parent)
     if run_config.is_file():
-        base = load_config(run_config).model
+        base = saved_model_config(load_config(run_config).model, run_config, False,
+                                  "start `tunesmith chat --trust-remote-code`")
         return base.path, base.gguf_file
     if not typed:
         raise TunesmithError(f"{checkpoint} is an adapter outside a run folder; type its base model path too")

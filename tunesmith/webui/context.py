@@ -9,7 +9,7 @@ from tunesmith.config.schema import RunConfig
 from tunesmith.webui.chat import ChatSession
 from tunesmith.webui.i18n import Texts
 from tunesmith.webui.jobs import JobRunner
-from tunesmith.webui.paths import PathGuard
+from tunesmith.path_guard import PathGuard
 from tunesmith.webui.schema_fields import FieldSpec, schema_fields
 
 

@@ -111,7 +111,7 @@ class JobRunner:
                     f"a {self.job.kind} job is already running (pid {self.job.process.pid}); "
                     "wait for it to finish or stop it first"
                 )
-            env = dict(os.environ, PYTHONUNBUFFERED="1")  # so the log reaches the page line by line
+            env = dict(os.environ, PYTHONUNBUFFERED="1")  # env-ok: passed on to the job; unbuffered log lines
             process = subprocess.Popen(
                 argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True,

@@ -5,34 +5,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tunesmith.train.metrics import read_metrics
+from tunesmith.run_folder import CHECKPOINT_PREFIX, checkpoint_step, has_weights, is_run_folder, read_metrics
 
-RUN_CONFIG = "config.yaml"  # written by `tunesmith train` into every run folder
 _PROGRESS = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")  # a tqdm progress bar, e.g. "training:  33%|██  | 1/3 [00:01<..."
-
-
-def has_weights(folder: Path) -> bool:
-    return (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()
 
 
 def list_loadables(runs_dir: Path) -> list[tuple[str, str]]:
     """(label, path) of every finished run and every checkpoint under `runs_dir`, newest run first."""
     if not runs_dir.is_dir():
         return []
-    runs = [p for p in runs_dir.iterdir() if p.is_dir() and (p / RUN_CONFIG).is_file()]
+    runs = [p for p in runs_dir.iterdir() if p.is_dir() and is_run_folder(p)]
     choices = []
     for run in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True):
         if has_weights(run):
             choices.append((run.name, str(run)))
-        checkpoints = [c for c in run.glob("checkpoint-*") if c.is_dir() and has_weights(c)]
-        for checkpoint in sorted(checkpoints, key=_step_of):
+        checkpoints = [c for c in run.glob(f"{CHECKPOINT_PREFIX}*") if c.is_dir() and has_weights(c)]
+        for checkpoint in sorted(checkpoints, key=lambda c: checkpoint_step(c) or -1):
             choices.append((f"{run.name}/{checkpoint.name}", str(checkpoint)))
     return choices
-
-
-def _step_of(path: Path) -> int:
-    suffix = path.name.rsplit("-", 1)[-1]
-    return int(suffix) if suffix.isdigit() else -1
 
 
 def loss_points(run_dir: Path | None) -> list[dict]:

@@ -14,31 +14,20 @@ from pathlib import Path
 from tunesmith.errors import TunesmithError
 from tunesmith.webui.context import WebuiContext
 from tunesmith.webui.jobs import Job, tunesmith_argv
-from tunesmith.webui.runs import RUN_CONFIG
+from tunesmith.run_folder import CONFIG_FILE, config_path, is_adapter, is_run_folder
 
 UI_SET_EVAL_FIELDS = ("run", "adapter", "out")  # set from the checkpoint picker and the runs folder, not typed
 UI_SET_EXPORT_FIELDS = ("run",)  # the run is the one picked in the top bar
 BENCHMARKS = ("mmlu", "ceval", "cmmlu")
 
 
-def has_command(name: str) -> bool:
-    from tunesmith.cli import COMMANDS
-
-    return name in COMMANDS
-
-
-def _require(name: str) -> None:
-    if not has_command(name):
-        raise TunesmithError(f"this tunesmith has no `tunesmith {name}` command yet; update tunesmith")
-
-
 def _model_args(ctx: WebuiContext, model: str | None, checkpoint: str | None) -> list[str]:
     """--run for a run folder, --model [--adapter] otherwise."""
     if checkpoint:
         chosen = ctx.guard.existing(checkpoint, "checkpoint", "dir")
-        if (chosen / RUN_CONFIG).is_file():
+        if is_run_folder(chosen):
             return ["--run", str(chosen)]
-        if (chosen / "adapter_config.json").is_file():
+        if is_adapter(chosen):
             return ["--model", ctx.guard.model(model), "--adapter", str(chosen)]
         return ["--model", str(chosen)]
     if not model:
@@ -57,16 +46,30 @@ def eval_argv(ctx: WebuiContext, model_args: list[str], options: dict, dataset_d
             raise TunesmithError(f"task {task} scores a dataset: pick one in the Train tab's dataset list")
         folder = ctx.guard.existing(dataset_dir, "dataset folder", "dir")
         data = ["--data", str(folder), "--dataset", ",".join(datasets)]
-    flags = []
+    flags = reward_flags(options.get("rewards") or [])
     for name, value in options.items():
-        if name not in (*UI_SET_EVAL_FIELDS, "benchmark_dir") and value is not None:  # the folder went as --data
+        if name not in (*UI_SET_EVAL_FIELDS, "benchmark_dir", "rewards") and value is not None:  # folder: --data
             flags += [f"--{name.replace('_', '-')}", str(value)]
     return tunesmith_argv("eval", *model_args, *data, *flags, "--out", str(out))
 
 
+def reward_flags(rewards: list[str]) -> list[str]:
+    """`--rewards NAME ...`, none of them a Python file's function (see refuse_reward_code)."""
+    refuse_reward_code(rewards, "tunesmith eval --rewards ...")
+    return ["--rewards", *rewards] if rewards else []
+
+
+def refuse_reward_code(rewards: list[str], command: str) -> None:
+    """A reward named 'file.py:function' runs that file's code: the web UI runs none, whoever typed it or
+    whichever run folder's config named it; the command line (`command`) does, when its user asks."""
+    for name in rewards:
+        if ".py:" in name:
+            raise TunesmithError(f"reward {name!r} runs the code in that file; the web UI does not run reward code, "
+                                 f"so run it from the command line: {command}")
+
+
 def start_eval(ctx: WebuiContext, model: str | None, checkpoint: str | None, options: dict,
                dataset_dir: str | None, datasets: list[str]) -> Job:
-    _require("eval")
     if not options.get("task"):
         raise TunesmithError("pick a task to evaluate")
     out = ctx.runs_dir / "eval" / f"{options['task']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -79,20 +82,32 @@ def start_export(ctx: WebuiContext, checkpoint: str | None, options: dict) -> Jo
     """Write the run's config with the page's export group beside the runs and run `tunesmith export` on it."""
     from tunesmith.config import dump_config, load_config, validate_config
 
-    _require("export")
     if not checkpoint:
         raise TunesmithError("pick a trained run in the checkpoint picker to export")
     run = ctx.guard.existing(checkpoint, "checkpoint", "dir")
-    if not (run / RUN_CONFIG).is_file():
+    if not is_run_folder(run):
         raise TunesmithError(f"{run} is not a run folder; export takes a whole run, pick one without /checkpoint-N")
-    out = ctx.guard.writable(options.get("out"), "export folder")
-    raw = load_config(run / RUN_CONFIG).model_dump(mode="json")
+    out = _export_folder(ctx, options.get("out"))
+    raw = load_config(config_path(run)).model_dump(mode="json")
     raw["export"] = {**options, "run": str(run), "out": str(out)}
     config = validate_config(raw, source="export settings")
-    config_path = ctx.runs_dir / "exports" / f"{run.name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(dump_config(config), encoding="utf-8")
-    return ctx.jobs.start("export", tunesmith_argv("export", str(config_path)), output=out)
+    export_file = ctx.runs_dir / "exports" / f"{run.name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+    export_file.parent.mkdir(parents=True, exist_ok=True)
+    export_file.write_text(dump_config(config), encoding="utf-8")
+    return ctx.jobs.start("export", tunesmith_argv("export", str(export_file)), output=out)
+
+
+def _export_folder(ctx: WebuiContext, typed: str | None) -> Path:
+    """The export's `out`, refused where an overwriting export would destroy something: an allowed root, or a
+    folder holding the runs, a run or a dataset."""
+    out = ctx.guard.writable(typed, "export folder")
+    if out in ctx.guard.roots or ctx.runs_dir == out or ctx.runs_dir.is_relative_to(out):
+        raise TunesmithError(f"export folder {typed} holds your work (an allowed folder or the runs); "
+                             "pick a new folder for the export, e.g. exports/my-model")
+    for marker, what in ((CONFIG_FILE, "a run folder"), ("dataset_info.json", "a dataset folder")):
+        if out.is_dir() and next(out.rglob(marker), None) is not None:
+            raise TunesmithError(f"export folder {typed} holds {what}; pick a new folder for the export")
+    return out
 
 
 def result_rows(output: Path | None) -> list[list]:

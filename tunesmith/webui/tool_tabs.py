@@ -14,8 +14,6 @@ from tunesmith.webui.topbar import TopBar
 
 def _group_form(ctx: WebuiContext, tr: Translated, group: str, ui_set: tuple[str, ...]) -> ConfigForm:
     specs = [spec for spec in ctx.specs if spec.group == group and spec.name not in ui_set]
-    if not actions.has_command(group):
-        tr.ui(gr.Markdown(tr.t(f"no_{group}_command")), f"no_{group}_command", "value")
     form = ConfigForm(specs)
     grid(specs, form, tr)
     return form

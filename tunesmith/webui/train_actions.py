@@ -10,12 +10,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import RunConfig, dump_config, validate_config
+from tunesmith.config import RunConfig, dump_config, load_config, validate_config
 from tunesmith.config.load import read_yaml
 from tunesmith.errors import TunesmithError
+from tunesmith.run_folder import CONFIG_FILE, config_path, is_run_folder
 from tunesmith.webui.context import WebuiContext
 from tunesmith.webui.jobs import Job, tunesmith_argv
-from tunesmith.webui.runs import RUN_CONFIG
+from tunesmith.webui.tool_actions import refuse_reward_code
 from tunesmith.config.paths import set_path
 from tunesmith.webui.schema_fields import build_raw_config
 
@@ -37,7 +38,9 @@ def build_run_config(ctx: WebuiContext, values: dict[str, Any], run_name: str) -
     if not raw.get("data", {}).get("datasets"):
         raise TunesmithError("no dataset selected; pick at least one dataset from the dataset folder")
     set_path(raw, "train.output_dir", str(run_dir_for(ctx, run_name)))
-    return validate_config(raw, source="form")
+    config = validate_config(raw, source="form")
+    ctx.guard.check_config(config.model_dump(mode="json"), RunConfig)  # every path field, defaults included
+    return config
 
 
 def dataset_names(ctx: WebuiContext, dataset_dir: str) -> list[str]:
@@ -58,40 +61,40 @@ def train_argv(config_path: Path, *overrides: str) -> list[str]:
 
 def command_preview(config: RunConfig) -> tuple[str, str]:
     """(YAML of the config, the `tunesmith train` command that runs it) as the page shows them."""
-    config_path = Path(config.train.output_dir) / RUN_CONFIG
-    return dump_config(config), shlex.join(["tunesmith", "train", str(config_path)])
+    return dump_config(config), shlex.join(["tunesmith", "train", str(config_path(config.train.output_dir))])
 
 
 def start_training(ctx: WebuiContext, config: RunConfig) -> Job:
     """Write the config into the run folder and launch `tunesmith train` on it."""
     run_dir = Path(config.train.output_dir)
-    previous = [p.name for p in run_dir.iterdir() if p.name != RUN_CONFIG] if run_dir.is_dir() else []
+    previous = [p.name for p in run_dir.iterdir() if p.name != CONFIG_FILE] if run_dir.is_dir() else []
     if previous and not config.train.overwrite:
         raise TunesmithError(
             f"run folder {run_dir} already holds a run; choose another run name, resume it, or tick Overwrite"
         )
+    refuse_reward_code(config.stage.grpo.reward_funcs if config.stage.kind == "grpo" else [], "tunesmith train CONFIG")
     _refuse_if_busy(ctx)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / RUN_CONFIG
-    config_path.write_text(dump_config(config), encoding="utf-8")
-    return ctx.jobs.start("train", train_argv(config_path), run_dir=run_dir)
+    saved = config_path(run_dir)
+    saved.write_text(dump_config(config), encoding="utf-8")
+    return ctx.jobs.start("train", train_argv(saved), run_dir=run_dir)
 
 
 def resume_training(ctx: WebuiContext, run_name: str) -> Job:
     """Continue the run in the named folder from its newest checkpoint."""
-    from tunesmith.config.schema import TrainConfig
     from tunesmith.train.checkpoint import list_checkpoints
 
-    if "resume" not in TrainConfig.model_fields:
-        raise TunesmithError("this tunesmith has no train.resume setting yet; start a new run instead")
     run_dir = run_dir_for(ctx, run_name)
-    config_path = run_dir / RUN_CONFIG
-    if not config_path.is_file():
-        raise TunesmithError(f"{run_dir} is not a run folder (no {RUN_CONFIG}); type the run name of an earlier run")
+    if not is_run_folder(run_dir):
+        raise TunesmithError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); type the run name of an earlier run")
     if not list_checkpoints(run_dir):
         raise TunesmithError(f"{run_dir} has no checkpoint to resume from; runs save them every train.save_steps")
+    saved = config_path(run_dir)
+    stage = load_config(saved).stage
+    refuse_reward_code(stage.grpo.reward_funcs if stage.kind == "grpo" else [], f"tunesmith train {saved} "
+                       "train.resume=auto")
     _refuse_if_busy(ctx)
-    return ctx.jobs.start("train", train_argv(config_path, "train.resume=auto"), run_dir=run_dir)
+    return ctx.jobs.start("train", train_argv(saved, "train.resume=auto"), run_dir=run_dir)
 
 
 def _refuse_if_busy(ctx: WebuiContext) -> None:
@@ -101,25 +104,37 @@ def _refuse_if_busy(ctx: WebuiContext) -> None:
 
 
 def save_arguments(ctx: WebuiContext, config: RunConfig, path: str) -> Path:
+    """Write the config as a .yaml file inside the allowed roots, replacing only an earlier tunesmith config."""
     target = ctx.guard.writable(path, "arguments file")
+    if target.suffix not in (".yaml", ".yml"):
+        raise TunesmithError(f"arguments file {path}: save arguments as a .yaml file (e.g. my-run.yaml)")
+    if target.exists() and not _is_tunesmith_config(target):
+        raise TunesmithError(f"arguments file {path} exists and is not a tunesmith config; pick a new file name")
     target.write_text(dump_config(config), encoding="utf-8")
     return target
 
 
+def _is_tunesmith_config(path: Path) -> bool:
+    try:
+        validate_config(read_yaml(path), source=str(path))
+    except (TunesmithError, OSError, UnicodeDecodeError):
+        return False
+    return path.is_file()
+
+
 def load_arguments(ctx: WebuiContext, path: str) -> dict:
-    """A saved config (or a run folder's config.yaml), validated, as a plain dict for the form."""
+    """A saved config (or a run folder's config.yaml), validated, as a plain dict for the form; its
+    trust_remote_code is left off: ticking it is the user's own decision (config/trust.py)."""
     source = ctx.guard.existing(path, "arguments file", "file")
-    return validate_config(read_yaml(source), source=str(source)).model_dump(mode="json")
+    loaded = validate_config(read_yaml(source), source=str(source)).model_dump(mode="json")
+    loaded["model"]["trust_remote_code"] = False
+    return loaded
 
 
 def estimate_memory(config: RunConfig) -> str:
-    """The output of `tunesmith estimate` for the config, where this tunesmith has that command."""
-    from tunesmith.cli import COMMANDS
-
-    if "estimate" not in COMMANDS:
-        raise TunesmithError("this tunesmith has no `tunesmith estimate` command yet; no memory estimate")
+    """The output of `tunesmith estimate` for the config."""
     with tempfile.TemporaryDirectory(prefix="tunesmith-webui-") as folder:
-        path = Path(folder) / RUN_CONFIG
+        path = config_path(folder)
         path.write_text(dump_config(config), encoding="utf-8")
         done = subprocess.run(tunesmith_argv("estimate", str(path)), capture_output=True, text=True, timeout=300)
     if done.returncode != 0:

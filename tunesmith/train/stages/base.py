@@ -3,6 +3,8 @@
 Stages never look at the method (lora / full / ...): the model they get is already prepared.
 The loop divides every summed quantity a stage returns by the global `count_units` of the accumulation
 window (target tokens for token stages, pairs for preference stages), so accumulation is exact.
+Online stages (ppo, grpo) also make each window's batches themselves (`window`: they generate there) and may
+train several optimizer updates on one window (`updates_per_window`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from tunesmith.data.collator import TARGET_INDEX, pad_batch
+from tunesmith.errors import TunesmithError
 from tunesmith.train.losses import cross_entropy_sum
 from tunesmith.train.token_logps import LogpsModel, token_logps
 
@@ -17,21 +20,25 @@ from tunesmith.train.token_logps import LogpsModel, token_logps
 class Stage:
     name = ""
     record_kind = "conversation"  # what data/formats should produce: conversation | text | preference | kto
+    reports_perplexity = False  # only where the loss is a mean per-token cross entropy
+    updates_per_window = 1  # optimizer updates the loop takes on each window
+    eval_metric, eval_higher_is_better = "eval_loss", False  # what early stopping and best-eval follow
 
     def __init__(self, config=None):
         self.config = config  # the run's StageConfig (knobs such as beta); None for stages without any
+        self.accelerator = None  # the run's, set by the loop: for statistics over all processes' rows
+
+    def check(self, config, data) -> None:
+        """Refuse a run this stage cannot do, once the data is read and before the model loads."""
+
+    def stream_batch_size(self, batch_size: int) -> int:
+        """Samples per batch the data stream gives for `train.batch_size` (grpo: prompts, not completions)."""
+        return batch_size
 
     def prepare(self, model, data, config, device):
         """The model to train, made ready once data and weights are loaded (e.g. a value head added, a
         reference model built). `data` is the PreparedData, `config` the RunConfig."""
         return model
-
-    def make_trainer(self, accelerator, model, *args, **kwargs):
-        """The loop that trains this stage: the shared one unless a stage needs its own (PPO's rollouts).
-        `args` are the shared Trainer's after (accelerator, model, stage)."""
-        from tunesmith.train.loop import Trainer
-
-        return Trainer(accelerator, model, self, *args, **kwargs)
 
     def encode(self, record, template, data):
         raise NotImplementedError
@@ -51,10 +58,40 @@ class Stage:
         """(summed loss, summed extra metrics) over the batch's units."""
         raise NotImplementedError
 
+    def window(self, model, batches: list[dict], step: int) -> tuple[list[dict], dict[str, float]]:
+        """(the batches the loop trains step `step` + 1 on, stats to log with it) from the data stream's batches
+        of the window; online stages generate their rollouts here."""
+        return batches, {}
+
+    def evaluate(self, model, samples: list, batch_size: int, collate, device, autocast) -> dict[str, float]:
+        """The validation record: mean loss and extra metrics over the samples' units."""
+        from tunesmith.train.batches import eval_batches
+        from tunesmith.train.evaluation import evaluate_stage
+
+        record, _ = evaluate_stage(self, model, eval_batches(samples, batch_size, collate), device, autocast)
+        return record
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the stage's own state (e.g. running statistics), as JSON values."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` gave, when resuming."""
+
+
+def require_whole_policy(stage_name: str, config) -> None:
+    """Online stages generate with the whole policy in every process, outside the engine's forward; ZeRO-3 and
+    FSDP hold only a shard of each weight there, and ZeRO steps the optimizer inside backward."""
+    if config.dist.engine != "ddp":
+        raise TunesmithError(f"stage {stage_name} runs with dist.engine=ddp only; set dist.engine=ddp (each process "
+                             "keeps a whole copy of the policy)")
+
 
 class TokenStage(Stage):
     """Stages trained by next-token cross entropy on labelled tokens (pt, sft). Their tokenization batches
     well, so they implement `encode_many`, and one record is a batch of one."""
+
+    reports_perplexity = True
 
     def prepare(self, model, data, config, device):
         return LogpsModel(model)  # the loss inside the model's forward, where distributed wrappers see it

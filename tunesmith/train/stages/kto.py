@@ -35,12 +35,7 @@ class KtoStage(Stage):
 
     def __init__(self, config=None):
         super().__init__(config)
-        self.reference = None
-        self.accelerator = None  # the run's, once training starts: z is estimated over all processes' rows
-
-    def make_trainer(self, accelerator, model, *args, **kwargs):
-        self.accelerator = accelerator
-        return super().make_trainer(accelerator, model, *args, **kwargs)
+        self.reference = None  # z is estimated over all processes' rows: see kl_estimate (self.accelerator)
 
     def encode(self, record, template, data):
         (sample,) = encode_replies(template, record.prompt, [record.completion], record.tools, data.max_length)

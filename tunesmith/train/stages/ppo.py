@@ -1,5 +1,8 @@
 """PPO against a reward model: sample replies to prompts, score them, then several clipped-surrogate epochs
-per rollout batch with a value head on the policy and a per-token KL penalty against the reference."""
+per rollout batch with a value head on the policy and a per-token KL penalty against the reference.
+
+On the shared loop: each step's window is one prompt batch, made into a rollout here, and trained on for
+`ppo.epochs` optimizer updates."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from tunesmith.model.reference import Reference, unwrap
 from tunesmith.model.value_head import ValueHeadModel, new_head
 from tunesmith.train.losses import ppo_policy_losses, ppo_value_losses
 from tunesmith.train.stages import ppo_rollout as rollouts
-from tunesmith.train.stages.base import Stage
+from tunesmith.train.stages.base import Stage, require_whole_policy
 
 PROMPT = "prompt"  # meta: (messages, tools) of the prompt, for the reward model to re-render
 
@@ -49,6 +52,19 @@ class PpoStage(Stage):
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "prompts": [sample.meta[PROMPT] for sample in samples]}
 
+    @property
+    def updates_per_window(self) -> int:
+        return self.config.ppo.epochs
+
+    def check(self, config, data) -> None:
+        require_whole_policy(self.name, config)
+        if config.train.grad_accum > 1:
+            raise TunesmithError("stage ppo takes one rollout batch per step and does not accumulate; set "
+                                 "train.grad_accum: 1 and raise train.batch_size for larger rollouts")
+        if data.val:
+            raise TunesmithError("stage ppo has no evaluation yet (its reward normaliser would learn from the "
+                                 "validation prompts); set data.val_size: 0")
+
     def count_units(self, batch):
         """Prompts of a prompt batch; reply tokens of a rollout."""
         if "reply_mask" in batch:
@@ -65,9 +81,24 @@ class PpoStage(Stage):
         template = ChatTemplate(load_tokenizer(config.model), config.model.template)
         self.stop_ids, self.pad_id = template.stop_token_ids(), template.tokenizer.pad_token_id
         self.reference = Reference(model).to(device)
-        self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device)
+        self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device,
+                                         config.model.trust_remote_code)
         self.normalizer = rollouts.RewardNormalizer(self.config.ppo.reward_norm, self.config.ppo.reward_clip)
         return PolicyWithCritic(model, new_head(model.config.hidden_size, zero=True))
+
+    def window(self, model, batches, step):
+        """The step's prompt batch as a rollout; its reward, KL and reply length are the step's stats."""
+        (batch,) = batches
+        device = next(unwrap(model).parameters()).device
+        rollout = self.rollout(model, {key: value.to(device) if torch.is_tensor(value) else value
+                                       for key, value in batch.items()}, self.accelerator)
+        return [rollout], rollout.pop("stats")
+
+    def state_dict(self) -> dict:
+        return {"reward_normalizer": self.normalizer.state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.normalizer.load(state["reward_normalizer"])
 
     @torch.no_grad()
     def rollout(self, model, batch: dict, accelerator=None) -> dict:
@@ -126,19 +157,6 @@ class PpoStage(Stage):
         }
         return ((pg + ppo.value_coef * vf) * mask).sum(), metrics
 
-    def make_trainer(self, accelerator, model, train, stream, val, run_dir, sinks=None):
-        """PPO's own loop; there is no validation loss to compute, so `val` goes unused."""
-        from accelerate.utils import DistributedType
-
-        from tunesmith.train.ppo_loop import PpoTrainer
-
-        if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-            # Rollouts generate with the whole policy in every process, outside the engine's forward; ZeRO-3 and
-            # FSDP hold only a shard of each weight there, and ZeRO steps the optimizer inside backward.
-            raise TunesmithError("stage ppo runs with dist.engine=ddp only; set dist.engine=ddp (each process "
-                                 "keeps a whole copy of the policy)")
-        return PpoTrainer(accelerator, model, self, train, stream, run_dir, sinks)
-
 
 class PolicyWithCritic(ValueHeadModel):
     """The policy and its value head, whose forward is what PPO's loss needs: a distributed wrapper (DDP)
@@ -150,22 +168,8 @@ class PolicyWithCritic(ValueHeadModel):
         return rollouts.reply_forward(self.backbone, batch, prompt_len, temperature, self.values)
 
 
-def load_reward_scorer(folder: Path, policy_tokenizer, device) -> rollouts.Scorer:
+def load_reward_scorer(folder: Path, policy_tokenizer, device, trust_remote_code: bool = False) -> rollouts.Scorer:
     """The rm run in `folder` as a frozen scorer, with the tokenizer and template it was trained with."""
-    from tunesmith.config import load_config
-    from tunesmith.data.template import ChatTemplate
-    from transformers import AutoTokenizer
+    from tunesmith.model.reward_model import load_reward_model
 
-    from tunesmith.model.value_head import load_scorer
-    from tunesmith.train.run import CONFIG_FILE
-
-    if not (folder / CONFIG_FILE).is_file():
-        raise TunesmithError(f"stage.ppo.reward_model: {folder} is not a finished tunesmith rm run folder")
-    rm_config = load_config(folder / CONFIG_FILE)
-    if rm_config.stage.kind != "rm":
-        raise TunesmithError(f"stage.ppo.reward_model: {folder} is a {rm_config.stage.kind} run, not an rm run")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))  # saved by the rm run, with its chat template
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = load_scorer(folder, rm_config.model, getattr(device, "type", str(device))).to(device)
-    return rollouts.Scorer(model, ChatTemplate(tokenizer, "auto"), policy_tokenizer)
+    return rollouts.Scorer(*load_reward_model(folder, device, trust_remote_code=trust_remote_code), policy_tokenizer)

@@ -1,0 +1,30 @@
+"""The model a run trains, prepared in one order: loaded in the precision plan's dtype (straight onto the GPU when
+one process holds it), kernels swapped, the method applied, trainable weights made float32 masters, layers
+compiled. The training command and the GPU bench both prepare their models here."""
+
+from __future__ import annotations
+
+from tunesmith.config.schema import RunConfig
+
+
+def prepare_model(config: RunConfig, accelerator, source=None):
+    """The model of `config`, ready to train on the accelerator's device."""
+    from tunesmith.model.kernels import apply_kernels, compile_layers
+    from tunesmith.model.load import load_model
+    from tunesmith.model.methods import apply_method, count_parameters
+    from tunesmith.model.precision import apply_device_settings, keep_trainable_in_master, training_plan
+
+    device_type = accelerator.device.type
+    plan = training_plan(config, device_type)
+    apply_device_settings(plan)
+    # One process holding the whole model loads it onto its device; DDP / sharding engines place it themselves.
+    device = accelerator.device if accelerator.num_processes == 1 and device_type == "cuda" else None
+    model = load_model(config.model, device_type, source, plan.load_dtype, device)
+    apply_kernels(model, config.train.kernels, device_type)  # before LoRA wraps the linears it swaps around
+    model = apply_method(model, config.method)
+    keep_trainable_in_master(model, plan)
+    if config.train.compile:
+        compile_layers(model)
+    accelerator.print(count_parameters(model))
+    accelerator.print(plan.describe())
+    return model
