@@ -67,7 +67,11 @@ class LogpsModel(torch.nn.Module):
         except AttributeError:
             return getattr(self.backbone, name)
 
-    def forward(self, input_ids, target_index, target_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
+    def forward(self, input_ids, target_index=None, target_ids=None, attention_mask=None, position_ids=None,
+                **kwargs):
+        if target_index is None:  # called as the causal LM it wraps (generation, comparing logits after training)
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                 **kwargs)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
         inputs = model_inputs({key: value for key, value in batch.items() if value is not None},
                               self.backbone.config)
