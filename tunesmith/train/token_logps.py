@@ -29,7 +29,8 @@ def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: fl
                   chunk_tokens: int | None = None) -> torch.Tensor:
     """[n] log softmax(head(hidden_i))[targets_i] in float32, for hidden [n, h], with logits capped to
     softcap * tanh(logits / softcap) when softcap is set (Gemma 2); equal to the unchunked formula."""
-    vocab = head.weight.shape[0] if getattr(head, "weight", None) is not None else head.out_features
+    # The module's own size: under ZeRO-3 its weight is a partitioned, empty placeholder outside its forward.
+    vocab = getattr(head, "out_features", None) or head.num_embeddings
     chunk_tokens = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)
     recompute = torch.is_grad_enabled() and (hidden.requires_grad or _trains(head))
     pieces = []
