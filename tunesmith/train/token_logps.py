@@ -26,9 +26,10 @@ LOGIT_ELEMENTS = 1 << 24  # logits alive at once: 16M float32 values (64 MB), e.
 
 
 def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: float | None = None,
-                  chunk_tokens: int | None = None) -> torch.Tensor:
-    """[n] log softmax(head(hidden_i))[targets_i] in float32, for hidden [n, h], with logits capped to
-    softcap * tanh(logits / softcap) when softcap is set (Gemma 2); equal to the unchunked formula."""
+                  chunk_tokens: int | None = None, temperature: float = 1.0, with_entropy: bool = False):
+    """[n] log softmax(head(hidden_i) / temperature)[targets_i] in float32, for hidden [n, h], with logits capped
+    to softcap * tanh(logits / softcap) when softcap is set (Gemma 2); equal to the unchunked formula. With
+    `with_entropy`, (log-probs, [n] entropies of the same distributions, without gradient)."""
     # The module's own size: under ZeRO-3 its weight is a partitioned, empty placeholder outside its forward.
     vocab = getattr(head, "out_features", None) or head.num_embeddings
     chunk_tokens = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)
@@ -37,17 +38,37 @@ def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: fl
     for start in range(0, hidden.shape[0], chunk_tokens):
         piece = (hidden[start:start + chunk_tokens], targets[start:start + chunk_tokens])
         if recompute:
-            pieces.append(torch.utils.checkpoint.checkpoint(_logps, head, softcap, *piece, use_reentrant=False))
+            pieces.append(torch.utils.checkpoint.checkpoint(_logps, head, softcap, temperature, with_entropy, *piece,
+                                                            use_reentrant=False))
         else:
-            pieces.append(_logps(head, softcap, *piece))
-    return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+            pieces.append(_logps(head, softcap, temperature, with_entropy, *piece))
+    if not pieces:
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return (empty, empty) if with_entropy else empty
+    if with_entropy:
+        return torch.cat([logps for logps, _ in pieces]), torch.cat([entropy for _, entropy in pieces])
+    return torch.cat(pieces)
 
 
-def _logps(head, softcap: float | None, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _logps(head, softcap: float | None, temperature: float, with_entropy: bool, hidden: torch.Tensor,
+           targets: torch.Tensor):
     logits = head(hidden).float()
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    return -F.cross_entropy(logits, targets, reduction="none")
+    if temperature != 1.0:
+        logits = logits / temperature
+    logps = -F.cross_entropy(logits, targets, reduction="none")
+    if not with_entropy:
+        return logps
+    with torch.no_grad():  # a logged statistic: computed on this chunk's logits while they exist
+        log_probs = logits.log_softmax(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+    return logps, entropy
+
+
+def softcap_of(model) -> float | None:
+    """The model's final logit softcapping (Gemma 2), None for models without it."""
+    return getattr(model.config, "final_logit_softcapping", None)
 
 
 def _trains(module) -> bool:
@@ -69,7 +90,7 @@ class LogpsModel(torch.nn.Module):
             return getattr(self.backbone, name)
 
     def forward(self, input_ids, target_index=None, target_ids=None, attention_mask=None, position_ids=None,
-                **kwargs):
+                temperature: float = 1.0, with_entropy: bool = False, **kwargs):
         if target_index is None:  # called as the causal LM it wraps (generation, comparing logits after training)
             return self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                  **kwargs)
@@ -79,8 +100,8 @@ class LogpsModel(torch.nn.Module):
         hidden = self.backbone.get_decoder()(**inputs, use_cache=False).last_hidden_state
         # Position t predicts token t + 1; target_index holds the flat positions (row * width + t) that do.
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_index)
-        softcap = getattr(self.backbone.config, "final_logit_softcapping", None)
-        return chunked_logps(self.backbone.get_output_embeddings(), hidden, target_ids, softcap)
+        return chunked_logps(self.backbone.get_output_embeddings(), hidden, target_ids, softcap_of(self.backbone),
+                             temperature=temperature, with_entropy=with_entropy)
 
     def save_pretrained(self, folder, state_dict: dict | None = None, **kwargs) -> None:
         """The backbone's own files; state_dict (keyed as this wrapper's, as ZeRO-3 gathers it) written instead."""
@@ -93,10 +114,25 @@ def token_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[targets] the log-prob of every trained token of the batch (labels != -100 after the first position), in
     the order of the collator's flat target index (row by row). `model` is a LogpsModel (as a stage prepares it,
     possibly inside a distributed wrapper) or any causal LM, wrapped here for the call."""
+    index = batch[TARGET_INDEX]
+    target_ids = batch["labels"].reshape(-1).index_select(0, index + 1)
+    return _logps_call(model, batch, index, target_ids)
+
+
+def tail_logps(model, batch: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0,
+               with_entropy: bool = False):
+    """[rows, width] log-probs at `temperature` of `tokens`, the batch's last `width` columns (sampled replies,
+    completions; padding included, for the caller's mask), and with `with_entropy` their entropies too."""
+    rows, length = batch["input_ids"].shape
+    positions = torch.arange(length - tokens.shape[1] - 1, length - 1, device=tokens.device)
+    index = (torch.arange(rows, device=tokens.device).unsqueeze(1) * length + positions).reshape(-1)
+    out = _logps_call(model, batch, index, tokens.reshape(-1), temperature=temperature, with_entropy=with_entropy)
+    return tuple(part.view(tokens.shape) for part in out) if with_entropy else out.view(tokens.shape)
+
+
+def _logps_call(model, batch: dict[str, torch.Tensor], index: torch.Tensor, target_ids: torch.Tensor, **options):
     inner = getattr(model, "module", model)  # DDP, FSDP and DeepSpeed keep the wrapped module there
     if not isinstance(inner, LogpsModel):
         model = LogpsModel(model)
-    index = batch[TARGET_INDEX]
-    target_ids = batch["labels"].reshape(-1).index_select(0, index + 1)
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
-    return model(target_index=index, target_ids=target_ids, **inputs)
+    return model(target_index=index, target_ids=target_ids, **inputs, **options)
