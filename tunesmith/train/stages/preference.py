@@ -86,8 +86,10 @@ def reply_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, to
     labels = batch["labels"]
     logps = token_logps(model, batch)
     rows = torch.div(batch[TARGET_INDEX], labels.shape[1], rounding_mode="floor")
-    sums = torch.zeros(labels.shape[0], device=logps.device).index_add(0, rows, logps)
-    return sums, (labels[:, 1:] != IGNORE).sum(-1)
+    # Summed in float64: a reply's sum reaches hundreds, where float32 keeps ~1e-5, and rewards are beta times
+    # the difference of two such sums (policy minus reference), near zero early in training.
+    sums = torch.zeros(labels.shape[0], dtype=torch.float64, device=logps.device).index_add(0, rows, logps.double())
+    return sums.float(), (labels[:, 1:] != IGNORE).sum(-1)
 
 
 def reference_logps(reference, model, batch) -> torch.Tensor:
