@@ -9,8 +9,10 @@ chunk's 64 MB, for one more forward matmul of the head at backward time.
 
 `LogpsModel` is the one module that computes them inside a forward call. A stage's model is wrapped in it
 before DDP / DeepSpeed / FSDP wrap the model, so their forward hooks (gradient sync, ZeRO-3 gathering of the
-head's shards, in the backward recomputation too) see the head's every use. `token_logps(model, batch)` is the
-function stages call, with that wrapped model or with any causal LM (a frozen reference, a test's model).
+head's shards, in the backward recomputation too) see the head's every use. `token_logps(model, batch)` (trained
+tokens) and `tail_logps` (grpo's sampled completions) are the functions stages call, with that wrapped model or
+with any causal LM (a frozen reference, a test's model). PPO's policy-with-critic calls `chunked_logps` in its
+own forward, beside its value head.
 """
 
 from __future__ import annotations
