@@ -384,7 +384,7 @@ class EvalConfig(Group):
         return self
 
 
-GgufKind = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s",
+GgufKind = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_m",
                    "q5_1", "q5_0", "q4_1", "q4_0"]
 
 
