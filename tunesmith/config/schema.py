@@ -151,8 +151,10 @@ class TrainConfig(Group):
         description="Continue a run: 'auto' picks the newest complete checkpoint in output_dir (or starts fresh "
         "when there is none); a path picks that checkpoint folder.",
     )
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in the backward pass: much less memory, about 30% slower."
+    gradient_checkpointing: bool | Literal["offload"] = Field(
+        False, description="Recompute each decoder layer's activations in the backward pass: much less memory, "
+        "about 30% slower. 'offload' also keeps the layer inputs it saves in CPU memory (pinned, copied back for "
+        "the backward pass) instead of the GPU's: less GPU memory still, slower again; on a CPU it equals true."
     )
     router_aux_loss_coef: float | None = Field(
         None, ge=0, description="Mixture-of-experts models: weight of the router's load-balancing loss, added to "

@@ -2,6 +2,10 @@
 
 Packed rows (data/packing.py) also get `position_ids`, restarting per sample; their padding gets positions
 0, 1, ... of its own, so it forms one more sequence that no real token attends to.
+
+Every batch carries `target_index`: the flat positions (row * width + t) whose next token is trained, found
+here on the host so that the training step selects them on the device with index_select, where a boolean
+mask would make the host wait for the device to count them.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import torch
 from tunesmith.data.packing import POSITION_IDS
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
+
+TARGET_INDEX = "target_index"
 
 
 def pad_batch(samples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
@@ -28,7 +34,15 @@ def pad_batch(samples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         if packed:
             position_ids[row, :n] = torch.tensor(sample.meta.get(POSITION_IDS, range(n)))
             position_ids[row, n:] = torch.arange(width - n)
-    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
+             TARGET_INDEX: target_index(labels)}
     if packed:
         batch["position_ids"] = position_ids
     return batch
+
+
+def target_index(labels: torch.Tensor) -> torch.Tensor:
+    """[targets] flat positions row * width + t of a [rows, width] label tensor where labels[row, t + 1] is
+    trained, in row-major order."""
+    rows, positions = (labels[:, 1:] != IGNORE).nonzero(as_tuple=True)
+    return rows * labels.shape[1] + positions

@@ -73,8 +73,6 @@ def full_state_dict(accelerator, model) -> dict | None:
 def _saves_adapter(model) -> bool:
     from peft import PeftModel
 
-    from tunesmith.model.value_head import ValueHeadModel
-
-    if isinstance(model, ValueHeadModel):
-        model = model.backbone
+    # rm's value head and the stages' log-prob wrapper (train/token_logps.py) keep the model as `backbone`
+    model = getattr(model, "backbone", model)
     return isinstance(model, PeftModel)

@@ -30,6 +30,7 @@ from tunesmith.model.value_head import ValueHeadModel
 from tunesmith.run_folder import ADAPTER_WEIGHTS, CHECKPOINT_PREFIX
 from tunesmith.train.manifest import signed, verify
 from tunesmith.train.rng import get_rng_state, process_rng_state, set_rng_state
+from tunesmith.train.token_logps import LogpsModel
 
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 OPTIMIZER_FILE = "optimizer.pt"
@@ -192,6 +193,9 @@ def load_weights(model, folder: Path) -> None:
     model with a value head (rm), those into its backbone and the head from the file saved beside them."""
     from safetensors.torch import load_file
 
+    if isinstance(model, LogpsModel):  # it saved the model inside it, under that model's own names
+        load_weights(model.backbone, folder)
+        return
     if isinstance(model, ValueHeadModel):
         # Its save_pretrained wrote the backbone's own files, named as in the backbone, not the wrapper.
         load_weights(model.backbone, folder)

@@ -1,51 +1,42 @@
-"""Forward passes that compute logits only where a loss is taken.
+"""How a batch goes into the decoder: the one place that knows packed and padded batches apart.
 
-With vocabularies of 50k-150k entries, logits for prompt and padding positions cost more memory than the
-rest of the model. In a single process the output head is applied to the target positions alone. Under
-DDP / FSDP / DeepSpeed the call must go through the outermost wrapper, so there the model's own forward is
-asked for the positions where some row has a target (`logits_to_keep`): nearly every position once a batch
-has a few rows, which is why the single-process path does not take it (2x the head's work on a 32k vocab).
+A padded batch gives the decoder its attention mask. A packed batch (it has position_ids, restarting at 0 for
+every sample, see data/packing.py) leaves the mask out: transformers then builds a block-diagonal causal mask
+from the position_ids for the attention kinds that take a mask (eager, sdpa, flex), one row or many. Flash
+attention takes no mask and reads packing from the position_ids only when the batch has a single row, so for
+it a packed batch is flattened into one row: the samples still restart their positions, none sees another,
+and no work is spent on a mask.
 """
 
 from __future__ import annotations
 
 import torch
 
-from tunesmith.data.template import IGNORE
+
+def flattens_packed_rows(attn_implementation: str | None) -> bool:
+    """Whether this attention kind needs a packed batch as one row to keep its samples apart (flash kinds)."""
+    return "flash" in (attn_implementation or "")
 
 
-def target_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, targets) for every position whose next token is trained: [n, vocab] and [n]."""
-    targets = batch["labels"][:, 1:]
-    mask = targets != IGNORE
-    if not _distributed():
-        hidden = hidden_states(model, batch)[:, :-1][mask]  # position t predicts token t + 1
-        logits = model.get_output_embeddings()(hidden)
-        cap = getattr(model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits, targets[mask]
-    keep = mask.any(dim=0).nonzero().squeeze(1)
-    inputs = model_inputs(batch)
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
-    kept_mask = mask[:, keep]
-    return logits[kept_mask], targets[:, keep][kept_mask]
+def model_inputs(batch: dict[str, torch.Tensor], config=None) -> dict[str, torch.Tensor]:
+    """What the decoder takes from a batch; `config` (the model's) decides whether packed rows are flattened."""
+    if "position_ids" not in batch:
+        return {key: batch[key] for key in ("input_ids", "attention_mask") if key in batch}
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+    if flattens_packed_rows(getattr(config, "_attn_implementation", None)):
+        inputs = flatten_rows(inputs)
+    return inputs
 
 
-def _distributed() -> bool:
-    """Whether the model may be wrapped for distributed training (DDP/FSDP/DeepSpeed all start a process group)."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
+def flatten_rows(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """[rows, width] tensors as [1, rows * width]: row r's position t lands at r * width + t, the same flat
+    index the collator's target index uses, so hidden states are found alike in either layout."""
+    return {key: value.reshape(1, -1) for key, value in inputs.items()}
 
 
 def hidden_states(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Last hidden states of the decoder, without the output head. Calls the decoder directly, past any
     DDP/FSDP wrapper, so use it where no gradients are synchronised (scoring, evaluation)."""
-    inputs = model_inputs(batch)
-    return model.get_decoder()(**inputs, use_cache=False).last_hidden_state
-
-
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What the model takes from a batch. A packed batch (it has position_ids) leaves the attention mask out:
-    transformers then builds a block-diagonal mask from the position_ids (see data/packing.py)."""
-    keys = ("input_ids", "position_ids") if "position_ids" in batch else ("input_ids", "attention_mask")
-    return {key: batch[key] for key in keys if key in batch}
+    inputs = model_inputs(batch, model.config)
+    hidden = model.get_decoder()(**inputs, use_cache=False).last_hidden_state
+    return hidden.reshape(batch["input_ids"].shape + hidden.shape[-1:])

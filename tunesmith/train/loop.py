@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from tunesmith.config.schema import TrainConfig
 from tunesmith.dist.collectives import global_sums, global_tensor_sum, gradient_scale
 from tunesmith.dist.deepspeed import uses_deepspeed
+from tunesmith.errors import TunesmithError
 from tunesmith.model.moe import RouterLoss
 from tunesmith.train.batches import BatchStream
 from tunesmith.train.checkpoint import load_checkpoint, load_engine_checkpoint, save_checkpoint, save_engine_checkpoint
@@ -53,7 +54,7 @@ class Trainer:
         self.total_steps = total_steps(train, stream.batches_per_epoch)
         stage.accelerator = accelerator  # stages that take statistics over all processes' rows need it
         if train.gradient_checkpointing:
-            enable_activation_checkpointing(model)
+            enable_activation_checkpointing(model, offload=train.gradient_checkpointing == "offload")
         if train.neftune_alpha:
             from tunesmith.train.noise import add_neftune_noise
 
@@ -231,10 +232,15 @@ class Trainer:
         return bool(every) and self.step % every == 0
 
 
-def enable_activation_checkpointing(model) -> None:
-    """Recompute each decoder layer's activations in the backward pass (non-reentrant: works with frozen inputs)."""
+def enable_activation_checkpointing(model, offload: bool = False) -> None:
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant: works with frozen inputs);
+    offload: the layer inputs kept for it wait in pinned host memory (on a CPU they are there already)."""
+    offload = offload and torch.accelerator.current_accelerator() is not None  # pinning needs an accelerator
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False}, offload=offload)
+    elif offload:
+        raise TunesmithError("train.gradient_checkpointing: offload needs transformers >= 5.20; upgrade it "
+                             "(pip install -U transformers) or set gradient_checkpointing: true")
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 

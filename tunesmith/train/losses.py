@@ -6,13 +6,14 @@ import torch
 import torch.nn.functional as F
 
 
-def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """sum_i -log softmax(logits_i)[targets_i], computed in float32.
+def cross_entropy_sum(token_logps: torch.Tensor) -> torch.Tensor:
+    """sum_i -log softmax(logits_i)[targets_i], given the targets' log-probs log softmax(logits_i)[targets_i]
+    (train/token_logps.py computes them chunk by chunk, never holding all logits).
 
     Summed rather than averaged so that the loop can normalise by the target tokens of a whole
     gradient-accumulation window, not of one micro-batch.
     """
-    return F.cross_entropy(logits.float(), targets, reduction="sum")
+    return -token_logps.float().sum()
 
 
 # Preference and RL losses. Each returns one value per example (pair, KTO example, or token for PPO) so

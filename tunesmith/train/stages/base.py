@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from tunesmith.data.collator import pad_batch
-from tunesmith.data.template import IGNORE
+from tunesmith.data.collator import TARGET_INDEX, pad_batch
 from tunesmith.errors import TunesmithError
-from tunesmith.train.forward import target_logits
 from tunesmith.train.losses import cross_entropy_sum
+from tunesmith.train.token_logps import LogpsModel, token_logps
 
 
 class Stage:
@@ -112,6 +111,9 @@ class TokenStage(Stage):
 
     reports_perplexity = True
 
+    def prepare(self, model, data, config, device):
+        return LogpsModel(model)  # the loss inside the model's forward, where distributed wrappers see it
+
     def encode(self, record, template, data):
         return self.encode_many([record], template, data)[0]
 
@@ -122,8 +124,7 @@ class TokenStage(Stage):
         return pad_batch(samples, pad_id)
 
     def count_units(self, batch):
-        return int((batch["labels"][:, 1:] != IGNORE).sum())
+        return batch[TARGET_INDEX].numel()
 
     def loss(self, model, batch):
-        logits, targets = target_logits(model, batch)
-        return cross_entropy_sum(logits, targets), {}
+        return cross_entropy_sum(token_logps(model, batch)), {}

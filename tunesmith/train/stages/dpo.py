@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tunesmith.train.losses import dpo_losses, orpo_losses, simpo_losses
 from tunesmith.train.stages.preference import PairStage, build_reference, reference_logps, reply_logps
+from tunesmith.train.token_logps import LogpsModel
 
 REFERENCE_FREE = ("orpo", "simpo")
 LENGTH_AVERAGED = ("ipo", "orpo", "simpo")  # these losses compare mean log-probs per reply token
@@ -19,10 +20,9 @@ class DpoStage(PairStage):
 
     def prepare(self, model, data, config, device):
         self.report_truncated(data)
-        if self.config.preference_loss in REFERENCE_FREE:
-            return model
-        self.reference = build_reference(self, model, data, config, device)
-        return model
+        if self.config.preference_loss not in REFERENCE_FREE:
+            self.reference = build_reference(self, model, data, config, device)
+        return LogpsModel(model)  # the loss inside the model's forward, where distributed wrappers see it
 
     def loss(self, model, batch):
         logps, lengths = reply_logps(model, batch)

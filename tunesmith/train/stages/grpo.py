@@ -20,7 +20,7 @@ from tunesmith.train.rewards import build_rewards, needed_columns, score_complet
 from tunesmith.train.stages import grpo_loss as losses
 from tunesmith.train.stages import grpo_rollout as rollouts
 from tunesmith.train.stages.base import Stage, check_online_engine, reference_settings, refuse_rm_under_zero3
-from tunesmith.train.stages.ppo_rollout import token_logps
+from tunesmith.train.token_logps import LogpsModel, tail_logps
 
 PROMPT, COLUMNS, INDEX = "prompt", "columns", "index"  # meta: the prompt's messages, its columns, its number
 SAMPLES_FILE = "samples.jsonl"
@@ -92,7 +92,7 @@ class GrpoStage(Stage):
         for reward in self.rewards:
             if hasattr(reward.function, "to"):  # an rm run's scorer
                 reward.function.to(device)
-        return model
+        return LogpsModel(model)  # the log-probs inside the model's forward, where distributed wrappers see it
 
     @torch.no_grad()
     def window(self, model, batches: list[dict], step: int) -> tuple[list[dict], dict[str, float]]:
@@ -144,27 +144,21 @@ class GrpoStage(Stage):
         batch = {key: value.to(device) for key, value in batch.items()}
         batch["advantages"] = advantages.to(device)
         if grpo.num_iterations > 1:  # later updates see a moved policy: keep this one's log-probs
-            batch["old_logps"] = token_logps(rollouts.completion_logits(policy, batch, grpo.sampling.temperature),
-                                             batch["completion"])
+            batch["old_logps"] = tail_logps(policy, batch, batch["completion"], grpo.sampling.temperature)
         if self.reference is not None:
             with self.reference.model(policy) as network:
-                batch["ref_logps"] = token_logps(rollouts.completion_logits(network, batch, grpo.sampling.temperature),
-                                                 batch["completion"])
+                batch["ref_logps"] = tail_logps(network, batch, batch["completion"], grpo.sampling.temperature)
         return batch
 
     def loss(self, model, batch):
         """(loss summed over the window's units (see grpo_loss), summed clip ratio / entropy / KL)."""
         grpo = self.config
-        logits = rollouts.completion_logits(model, batch, grpo.sampling.temperature)
-        logps = token_logps(logits, batch["completion"])
+        logps, entropy = tail_logps(model, batch, batch["completion"], grpo.sampling.temperature, with_entropy=True)
         epsilon_high = grpo.epsilon_high if grpo.epsilon_high is not None else grpo.epsilon
         token_losses, clipped, kl = losses.grpo_token_losses(logps, batch.get("old_logps"), batch.get("ref_logps"),
                                                              batch["advantages"], grpo.epsilon, epsilon_high, grpo.beta)
         mask = batch["completion_mask"]
         loss = losses.reduce_token_losses(token_losses, mask, grpo.token_averaging, grpo.sampling.max_new_tokens)
-        with torch.no_grad():
-            logp = logits.log_softmax(-1)
-            entropy = -(logp.exp() * logp).sum(-1)
         metrics = {"clip_ratio": self._metric(clipped.float(), mask), "entropy": self._metric(entropy, mask)}
         if kl is not None:
             metrics["kl"] = self._metric(kl.detach(), mask)

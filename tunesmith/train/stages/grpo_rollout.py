@@ -55,13 +55,3 @@ def completion_batch(prompts: list[list[int]], completions: list[list[int]], gro
         "completion_mask": completion_mask,
     }
 
-
-def completion_logits(model, batch: dict, temperature: float) -> torch.Tensor:
-    """[rows, width, vocab] logits / temperature at the positions that predict the completion tokens.
-
-    Through the (possibly wrapped) model's own forward, so a distributed wrapper sees the pass. The
-    completion tokens are the last `width` columns, so the last width + 1 positions predict them."""
-    width = batch["completion"].shape[1]
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"], use_cache=False, logits_to_keep=width + 1)
-    return out.logits[:, :-1].float() / temperature

@@ -23,6 +23,7 @@ from tunesmith.train.stages.preference import (
     reply_logps,
     report_truncated,
 )
+from tunesmith.train.token_logps import LogpsModel
 
 DESIRABLE = "desirable"
 KL_SAMPLE = "kl_sample"  # meta: this prompt followed by the partner's reply (an Encoded)
@@ -58,7 +59,7 @@ class KtoStage(Stage):
         for samples in (data.train, data.val):
             assign_kl_partners(samples, config.data.max_length)
         self.reference = build_reference(self, model, data, config, device)
-        return model
+        return LogpsModel(model)  # the loss inside the model's forward, where distributed wrappers see it
 
     def loss(self, model, batch):
         logps, mismatched_logps = reply_logps(model, batch)[0].chunk(2)

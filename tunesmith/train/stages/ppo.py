@@ -16,7 +16,7 @@ from tunesmith.dist.generation import whole_weights
 from tunesmith.errors import TunesmithError
 from tunesmith.model.reference import Reference, unwrap
 from tunesmith.model.value_head import ValueHeadModel, new_head
-from tunesmith.train.losses import ppo_policy_losses, ppo_value_losses
+from tunesmith.train.losses import masked_mean, ppo_policy_losses, ppo_value_losses
 from tunesmith.train.stages import ppo_rollout as rollouts
 from tunesmith.train.stages.base import Stage, check_online_engine, reference_settings, refuse_rm_under_zero3
 
@@ -117,18 +117,16 @@ class PpoStage(Stage):
         policy.eval()
         with whole_weights(model):
             out = rollouts.generate(policy.backbone, self.tokenizer, batch, ppo, self.stop_ids, self.seed, step)
-        prompt_len, mask = batch["input_ids"].shape[1], out["reply_mask"]
+        mask = out["reply_mask"]
         scores = self.scorer(batch["prompts"], out["reply"], mask)
-        logits, values = policy(out["input_ids"], out["attention_mask"], out["position_ids"], prompt_len,
-                                ppo.sampling.temperature)
-        logps, values = rollouts.token_logps(logits, out["reply"]), values * mask
+        scored = policy(out["input_ids"], out["attention_mask"], out["position_ids"], out["reply"], ppo.sampling.temperature)
+        logps, values = scored["logps"], scored["values"] * mask
         with self.reference.model(policy.backbone) as network:
-            ref_logits, _ = rollouts.reply_forward(network, out, prompt_len, ppo.sampling.temperature)
-        ref_logps = rollouts.token_logps(ref_logits, out["reply"])
+            ref_logps = rollouts.reply_forward(network, out, ppo.sampling.temperature)["logps"]
         policy.train(was_training)
         local = {"scores": scores, "logps": logps, "ref_logps": ref_logps, "values": values, "mask": mask}
         adv, returns, out["stats"] = self.batch_statistics(local, accelerator)
-        out.update(prompt_len=prompt_len, old_logps=logps, old_values=values, advantages=adv, returns=returns)
+        out.update(old_logps=logps, old_values=values, advantages=adv, returns=returns)
         return out
 
     @torch.no_grad()
@@ -169,9 +167,9 @@ class PpoStage(Stage):
         """(summed over reply tokens: policy loss + value_coef * value loss, summed metrics)."""
         ppo, mask = self.config, batch["reply_mask"]
         # Through the (possibly wrapped) model's own forward: DDP syncs gradients only for passes it sees.
-        logits, values = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"],
-                               batch["prompt_len"], ppo.sampling.temperature)
-        logps = rollouts.token_logps(logits, batch["reply"])
+        scored = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"], batch["reply"],
+                       ppo.sampling.temperature, with_entropy=True)
+        logps, values = scored["logps"], scored["values"]
         pg, pg_clipped = ppo_policy_losses(logps, batch["old_logps"], batch["advantages"], ppo.clip_range)
         vf, vf_clipped = ppo_value_losses(values, batch["old_values"], batch["returns"], ppo.value_clip_range)
         tokens = mask.sum()
@@ -180,7 +178,7 @@ class PpoStage(Stage):
             "value_loss": (vf * mask).sum().detach(),
             "clip_frac": (pg_clipped * mask).sum(),
             "value_clip_frac": (vf_clipped * mask).sum(),
-            "entropy": rollouts.entropy(logits.detach(), mask) * tokens,
+            "entropy": masked_mean(scored["entropy"], mask) * tokens,
         }
         return ((pg + ppo.value_coef * vf) * mask).sum(), metrics
 
@@ -189,10 +187,11 @@ class PolicyWithCritic(ValueHeadModel):
     """The policy and its value head, whose forward is what PPO's loss needs: a distributed wrapper (DDP)
     then sees every pass that needs gradients."""
 
-    def forward(self, input_ids, attention_mask, position_ids, prompt_len: int, temperature: float):
-        """(logits [B, R, V] / temperature, values [B, R]) at the positions that predict the reply."""
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-        return rollouts.reply_forward(self.backbone, batch, prompt_len, temperature, self.values)
+    def forward(self, input_ids, attention_mask, position_ids, reply, temperature: float, with_entropy: bool = False):
+        """{"logps", "values", and with `with_entropy` "entropy"}: [B, R] each, for the reply tokens (the last R
+        columns of input_ids), log-probs at `temperature` (see `rollouts.reply_forward`)."""
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "reply": reply}
+        return rollouts.reply_forward(self.backbone, batch, temperature, self.values, with_entropy)
 
 
 def load_reward_scorer(folder: Path, policy_tokenizer, device, trust_remote_code: bool = False) -> rollouts.Scorer:

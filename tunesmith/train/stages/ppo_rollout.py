@@ -12,23 +12,26 @@ import torch
 from tunesmith.data.collator import pad_batch
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
-from tunesmith.train.losses import gae_advantages, masked_mean, whiten
+from tunesmith.train.losses import gae_advantages, whiten
 from tunesmith.train.stages.grpo_rollout import sample_completions
 from tunesmith.train.stages.preference import encode_reply
 from tunesmith.train.stages.rm import last_reply_values
+from tunesmith.train.token_logps import chunked_logps, softcap_of
 
 
-def reply_forward(network, batch: dict, prompt_len: int, temperature: float, value_head=None):
-    """(logits [B, R, V] / temperature, values [B, R] or None) at the positions that predict the reply."""
+def reply_forward(network, batch: dict, temperature: float, value_head=None, with_entropy: bool = False) -> dict:
+    """{"logps": [B, R] log-probs at `temperature` of the reply tokens (the batch's last R columns), "entropy"
+    with `with_entropy`, "values" [B, R] with a value head}; the head's logits per chunk (train/token_logps.py)."""
+    reply = batch["reply"]
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
-    hidden = network.get_decoder()(**inputs, use_cache=False).last_hidden_state[:, prompt_len - 1 : -1]
-    logits = network.get_output_embeddings()(hidden).float() / temperature
-    values = value_head(hidden) if value_head is not None else None
-    return logits, values
-
-
-def token_logps(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    return torch.gather(logits.log_softmax(-1), -1, tokens.unsqueeze(-1)).squeeze(-1)
+    hidden = network.get_decoder()(**inputs, use_cache=False).last_hidden_state[:, -reply.shape[1] - 1:-1]
+    scores = chunked_logps(network.get_output_embeddings(), hidden.reshape(-1, hidden.shape[-1]), reply.reshape(-1),
+                           softcap_of(network), temperature=temperature, with_entropy=with_entropy)
+    out = dict(zip(("logps", "entropy"), scores)) if with_entropy else {"logps": scores}
+    out = {key: value.view(reply.shape) for key, value in out.items()}
+    if value_head is not None:
+        out["values"] = value_head(hidden)
+    return out
 
 
 def generate(policy, tokenizer, batch: dict, ppo, stop_ids: list[int], seed: int, step: int | str) -> dict:
@@ -126,9 +129,3 @@ def advantages(rewards, values, mask, ppo) -> tuple[torch.Tensor, torch.Tensor]:
     if ppo.whiten_advantages:
         adv = whiten(adv, mask) * mask
     return adv, returns
-
-
-def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean per-token entropy of the sampling distribution over the reply tokens."""
-    logp = logits.log_softmax(-1)
-    return masked_mean(-(logp.exp() * logp).sum(-1), mask)

@@ -12,13 +12,12 @@ from __future__ import annotations
 from bisect import bisect_left
 
 import torch
-import torch.nn.functional as F
 
-from tunesmith.data.collator import pad_batch
+from tunesmith.data.collator import TARGET_INDEX, pad_batch
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
-from tunesmith.train.forward import target_logits
 from tunesmith.train.stages.base import Stage
+from tunesmith.train.token_logps import token_logps
 
 REJECTED = "rejected"  # meta key of a pair's rejected reply (an Encoded)
 PROMPT_TRUNCATED = "prompt_truncated"  # meta flag: the prompt lost tokens from its left end
@@ -84,12 +83,13 @@ def collate_pairs(samples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor
 
 def reply_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """([rows] summed log-probs of the labelled tokens, [rows] how many there are), logits only where needed."""
-    mask = batch["labels"][:, 1:] != IGNORE
-    logits, targets = target_logits(model, batch)
-    token_logps = -F.cross_entropy(logits.float(), targets, reduction="none")
-    rows = mask.nonzero()[:, 0]
-    sums = torch.zeros(mask.shape[0], device=token_logps.device).index_add(0, rows, token_logps)
-    return sums, mask.sum(-1)
+    labels = batch["labels"]
+    logps = token_logps(model, batch)
+    rows = torch.div(batch[TARGET_INDEX], labels.shape[1], rounding_mode="floor")
+    # Summed in float64: a reply's sum reaches hundreds, where float32 keeps ~1e-5, and rewards are beta times
+    # the difference of two such sums (policy minus reference), near zero early in training.
+    sums = torch.zeros(labels.shape[0], dtype=torch.float64, device=logps.device).index_add(0, rows, logps.double())
+    return sums.float(), (labels[:, 1:] != IGNORE).sum(-1)
 
 
 def reference_logps(reference, model, batch) -> torch.Tensor:

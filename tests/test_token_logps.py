@@ -1,0 +1,113 @@
+"""The chunked head: log-probs, losses and gradients equal the unchunked formula and transformers' own logits."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from tunesmith.data.collator import TARGET_INDEX, pad_batch, target_index
+from tunesmith.data.records import Encoded
+from tunesmith.data.template import IGNORE
+from tunesmith.train.token_logps import LogpsModel, chunked_logps, token_logps
+
+VOCAB = 97
+
+
+def naive_logps(weight, hidden, targets, softcap=None):
+    logits = hidden.double() @ weight.double().T
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_chunked_logps_and_gradients_equal_the_full_logits_formula(softcap):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, VOCAB, bias=False)
+    hidden = torch.randn(11, 16, requires_grad=True)
+    targets = torch.randint(VOCAB, (11,))
+    upstream = torch.randn(11)  # any per-token weighting (DPO sums per reply, SFT sums all)
+    chunked = chunked_logps(head, hidden, targets, softcap, chunk_tokens=3)  # 4 chunks, the last one short
+    grads = torch.autograd.grad((chunked * upstream).sum(), [hidden, head.weight])
+    expected = naive_logps(head.weight, hidden, targets, softcap)
+    expected_grads = torch.autograd.grad((expected * upstream.double()).sum(), [hidden, head.weight])
+    torch.testing.assert_close(chunked.double(), expected, rtol=1e-5, atol=1e-6)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_target_index_holds_the_positions_of_trained_next_tokens():
+    labels = torch.tensor([[IGNORE, IGNORE, 5, 6], [IGNORE, 7, IGNORE, 8]])
+    mask = labels[:, 1:] != IGNORE
+    expected = [row * 4 + t for row in range(2) for t in range(3) if mask[row, t]]
+    assert target_index(labels).tolist() == expected == [1, 2, 4, 6]
+
+
+def random_batch(seed: int = 0, rows: int = 3) -> dict[str, torch.Tensor]:
+    rng = random.Random(seed)
+    samples = []
+    for _ in range(rows):
+        ids = [rng.randrange(VOCAB) for _ in range(rng.randint(4, 12))]
+        prompt = rng.randint(1, len(ids) - 1)
+        samples.append(Encoded(ids, [IGNORE] * prompt + ids[prompt:]))
+    return pad_batch(samples, 0)
+
+
+def tiny_model(kind: str = "llama"):
+    from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=8, max_position_embeddings=64)
+    if kind == "gemma2":  # caps its logits: softcap * tanh(logits / softcap)
+        return Gemma2ForCausalLM(Gemma2Config(**shape, final_logit_softcapping=2.0, attn_implementation="eager"))
+    return LlamaForCausalLM(LlamaConfig(**shape, tie_word_embeddings=kind == "tied"))
+
+
+def reference_loss(model, batch) -> torch.Tensor:
+    """Summed next-token cross entropy from transformers' own full logits."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    return torch.nn.functional.cross_entropy(logits.double().reshape(-1, VOCAB), batch["labels"][:, 1:].reshape(-1),
+                                             ignore_index=IGNORE, reduction="sum")
+
+
+@pytest.mark.parametrize("kind", ["llama", "tied", "gemma2"])
+def test_token_loss_and_gradients_equal_transformers_full_logits(kind):
+    model = tiny_model(kind).train()
+    batch = random_batch()
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = -token_logps(LogpsModel(model), batch).double().sum()
+    grads = torch.autograd.grad(loss, params)
+    expected = reference_loss(model, batch)
+    expected_grads = torch.autograd.grad(expected, params)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_reply_logps_are_the_per_row_sums_of_token_logps():
+    from tunesmith.train.stages.preference import reply_logps
+
+    model = tiny_model().eval()
+    batch = random_batch(seed=3, rows=4)
+    with torch.no_grad():
+        sums, lengths = reply_logps(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    mask = targets != IGNORE
+    token = logits.double().log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+    torch.testing.assert_close(sums.double(), (token * mask).sum(-1), rtol=1e-5, atol=1e-6)
+    assert lengths.tolist() == mask.sum(-1).tolist()
+    assert batch[TARGET_INDEX].numel() == int(mask.sum())
+
+
+def test_a_stage_trains_through_the_wrappers_forward():
+    """Distributed wrappers (DDP, DeepSpeed) act in the forward call of the module they wrap: the loss must be
+    computed inside LogpsModel.forward, not by calling the decoder and head from outside."""
+    model = LogpsModel(tiny_model())
+    calls = []
+    model.register_forward_hook(lambda module, args, output: calls.append(output.shape))
+    logps = token_logps(model, random_batch())
+    assert calls == [logps.shape]
