@@ -92,6 +92,20 @@ class FreezeConfig(Group):
         return self
 
 
+class VisionConfig(Group):
+    """Which parts of a vision-language model (Qwen2-VL, Qwen2.5-VL) train, for every method kind; ignored for
+    text-only models. The language model trains as the method says."""
+
+    train_tower: bool = Field(
+        False, description="Train the vision tower (the image encoder); frozen by default. With lora it gets "
+        "adapters on its linear layers too; with full / freeze its weights train."
+    )
+    train_projector: bool = Field(
+        False, description="Train the projector that maps image features into the language model (trained "
+        "whole, also saved beside a LoRA adapter); frozen by default."
+    )
+
+
 class MethodConfig(Group):
     kind: Literal["lora", "qlora", "full", "freeze"] = Field(
         "lora",
@@ -100,6 +114,8 @@ class MethodConfig(Group):
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Settings for kind: lora and qlora.")
     freeze: FreezeConfig = Field(default_factory=FreezeConfig, description="Settings for kind: freeze.")
+    vision: VisionConfig = Field(default_factory=VisionConfig, description="Vision-language models: what trains "
+                                 "besides the language model (every kind).")
 
 
 class PpoConfig(Group):

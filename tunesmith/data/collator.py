@@ -32,3 +32,19 @@ def pad_batch(samples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     if packed:
         batch["position_ids"] = position_ids
     return batch
+
+
+def with_pixels(collate, media):
+    """`collate` for a vision-language model: its batches also get the pixels of the samples' images (made
+    here, never cached) and the token types that place them. Rows must be the samples, in order."""
+    from tunesmith.data.media_render import IMAGES
+
+    def collate_with_pixels(samples: list[Encoded]) -> dict[str, torch.Tensor]:
+        batch = collate(samples)
+        images = [path for sample in samples for path in sample.meta.get(IMAGES, [])]
+        if images:
+            batch.update(media.pixels(images))
+        batch["mm_token_type_ids"] = media.token_types(batch["input_ids"])
+        return batch
+
+    return collate_with_pixels

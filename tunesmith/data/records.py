@@ -7,12 +7,26 @@ from dataclasses import dataclass, field
 ROLES = ("system", "user", "assistant", "tool")
 
 
+def _media_files():
+    """Image (or video) files a record's `<image>` (`<video>`) placeholders stand for, in order (absolute
+    paths; data/media.py)."""
+    return field(default_factory=list, compare=False)
+
+
+def _source():
+    """Where a record with images came from ('file: record N'), so a later media error can name it."""
+    return field(default="", compare=False, repr=False)
+
+
 @dataclass
 class Conversation:
     """A chat: messages as {"role", "content"} dicts in the shape `apply_chat_template` takes."""
 
     messages: list[dict[str, str]]
     tools: list[dict] | None = None
+    images: list[str] = _media_files()
+    videos: list[str] = _media_files()
+    source: str = _source()
 
 
 @dataclass
@@ -30,6 +44,9 @@ class Preference:
     chosen: dict[str, str]
     rejected: dict[str, str]
     tools: list[dict] | None = None
+    images: list[str] = _media_files()
+    videos: list[str] = _media_files()
+    source: str = _source()
 
 
 @dataclass
@@ -40,6 +57,9 @@ class KtoExample:
     completion: dict[str, str]
     desirable: bool
     tools: list[dict] | None = None
+    images: list[str] = _media_files()
+    videos: list[str] = _media_files()
+    source: str = _source()
 
 
 @dataclass

@@ -27,9 +27,10 @@ _MAX_SHAPES = 1024  # role sequences whose marked rendering is remembered (forgo
 class ChatTemplate:
     """A tokenizer plus a jinja chat template, able to render for training and for generation."""
 
-    def __init__(self, tokenizer, name: str = "auto"):
+    def __init__(self, tokenizer, name: str = "auto", media=None):
         self.tokenizer = tokenizer
         self.name = name
+        self.media = media  # a vision-language model's image side (data/vision_processor.py); None: text-only
         self.source = template_source(tokenizer, name)
         self._marked_by_shape: dict[tuple[str, ...], list[str]] = {}
 
@@ -64,6 +65,10 @@ class ChatTemplate:
     def encode_many(self, conversations: list[Conversation], train_on_prompt: bool = False,
                     mask_history: bool = False) -> list[Encoded]:
         """`encode` of each conversation, the texts tokenized in one call (the Rust tokenizer uses every core)."""
+        if self.media is not None or any(c.images for c in conversations):  # image tokens: data/media_render.py
+            from tunesmith.data.media_render import encode_with_media
+
+            return [encode_with_media(self, c, train_on_prompt, mask_history) for c in conversations]
         layouts = [self.render_with_spans(c.messages, c.tools) for c in conversations]
         tokenized = self.tokenize_with_offsets([text for text, _ in layouts])
         encoded = []

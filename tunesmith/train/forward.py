@@ -41,11 +41,19 @@ def hidden_states(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Last hidden states of the decoder, without the output head. Calls the decoder directly, past any
     DDP/FSDP wrapper, so use it where no gradients are synchronised (scoring, evaluation)."""
     inputs = model_inputs(batch)
+    if MEDIA_KEYS[-1] in batch:  # a vision-language batch: the tower and projector run before the decoder
+        from tunesmith.model.vision import multimodal_body
+
+        return multimodal_body(model)(**inputs, use_cache=False).last_hidden_state
     return model.get_decoder()(**inputs, use_cache=False).last_hidden_state
+
+
+# What a vision-language batch adds (data/collator.py); mm_token_type_ids is in every batch of such a model.
+MEDIA_KEYS = ("pixel_values", "image_grid_thw", "mm_token_type_ids")
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """What the model takes from a batch. A packed batch (it has position_ids) leaves the attention mask out:
     transformers then builds a block-diagonal mask from the position_ids (see data/packing.py)."""
     keys = ("input_ids", "position_ids") if "position_ids" in batch else ("input_ids", "attention_mask")
-    return {key: batch[key] for key in keys if key in batch}
+    return {key: batch[key] for key in keys + MEDIA_KEYS if key in batch}

@@ -34,8 +34,11 @@ def build_run(config: RunConfig) -> Run:
     from accelerate.utils import set_seed
 
     from tunesmith.data.cache import encoder_fingerprint
+    from tunesmith.data.collator import with_pixels
     from tunesmith.data.dataset import prepare_data
+    from tunesmith.data.media import refuse_images
     from tunesmith.data.template import ChatTemplate
+    from tunesmith.data.vision_processor import load_media
     from tunesmith.dist.accelerator import make_accelerator
     from tunesmith.model.load import load_tokenizer, resolve_source
     from tunesmith.train.batches import BatchStream
@@ -57,9 +60,11 @@ def build_run(config: RunConfig) -> Run:
     stage = get_stage(config.stage.kind, config.stage)
     source = resolve_source(config.model)
     tokenizer = load_tokenizer(config.model, source)
-    template = ChatTemplate(tokenizer, config.model.template)
+    media = load_media(source.location, tokenizer)
+    template = ChatTemplate(tokenizer, config.model.template, media)
+    takes = (lambda records: records) if stage.takes_images else partial(refuse_images, stage_name=stage.name)
     with accelerator.main_process_first():  # rank 0 tokenizes; the others then read its cache
-        data = prepare_data(config.data, lambda records: stage.encode_many(records, template, config.data),
+        data = prepare_data(config.data, lambda records: stage.encode_many(takes(records), template, config.data),
                             stage.record_kind, config.train.seed,
                             fingerprint=encoder_fingerprint(template, stage.name), vocab_size=len(tokenizer))
     accelerator.print(data.summary())
@@ -67,6 +72,8 @@ def build_run(config: RunConfig) -> Run:
     model = prepare_model(config, accelerator, source)
     model = stage.prepare(model, data, config, accelerator.device)  # value head, reference model
     collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
+    if media is not None:
+        collate = with_pixels(collate, media)
     on_gpu = accelerator.device.type == "cuda"
     stream = BatchStream(data.train, stage.stream_batch_size(config.train.batch_size), collate, config.train.seed,
                          accelerator.process_index, accelerator.num_processes, prefetch=on_gpu, pin=on_gpu)

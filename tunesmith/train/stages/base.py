@@ -22,6 +22,7 @@ class Stage:
     name = ""
     record_kind = "conversation"  # what data/formats should produce: conversation | text | preference | kto
     reports_perplexity = False  # only where the loss is a mean per-token cross entropy
+    takes_images = False  # whether records with images may reach `encode` (data/media_render.py)
     updates_per_window = 1  # optimizer updates the loop takes on each window
     eval_metric, eval_higher_is_better = "eval_loss", False  # what early stopping and best-eval follow
 

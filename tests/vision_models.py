@@ -1,0 +1,39 @@
+"""Tiny random vision-language models for tests: Qwen2-VL built from its config, with the qwen3 tokenizer
+(it has Qwen's vision tokens) and an image processor with small sizes, saved as a model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import TOKENIZERS
+
+# Small images: between 4 and 16 merged patches (28 x 28 pixels each) per image.
+IMAGE_SIZES = {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16}
+
+
+def image_processor():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2, **IMAGE_SIZES)
+
+
+def build_tiny_qwen2_vl(folder: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoTokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZERS / "qwen3")
+    ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>") for name in
+           ("image_pad", "video_pad", "vision_start", "vision_end")}
+    text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
+    vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2)
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True,
+                           image_token_id=ids["image_pad"], video_token_id=ids["video_pad"],
+                           vision_start_token_id=ids["vision_start"], vision_end_token_id=ids["vision_end"])
+    torch.manual_seed(seed)
+    Qwen2VLForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    image_processor().save_pretrained(folder)
+    return folder

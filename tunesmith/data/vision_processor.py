@@ -1,0 +1,70 @@
+"""A vision-language model's image side, as the data layer needs it: how many tokens an image takes, the
+token ids a placeholder becomes, and the pixels the model reads (made in the collator, never cached).
+
+Qwen2-VL and Qwen2.5-VL write an image as <|vision_start|>, one <|image_pad|> per merged patch, and
+<|vision_end|>. Only the image processor is used (transformers' Qwen2-VL processor class also wants a video
+processor that needs torchvision); the placeholders are expanded here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tunesmith.data.media import load_image
+from tunesmith.errors import TunesmithError
+
+QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+IMAGE_TOKEN_TYPE = 1  # mm_token_type_ids: 0 text, 1 image, 2 video (transformers' Qwen2-VL convention)
+
+
+class QwenVisionMedia:
+    """Qwen2-VL's image tokens and pixels, from its image processor and tokenizer."""
+
+    def __init__(self, image_processor, tokenizer, start="<|vision_start|>", pad="<|image_pad|>",
+                 end="<|vision_end|>"):
+        self.image_processor = image_processor
+        self.special_texts = (start, pad, end)  # typed in a message, these stay text (data/media_render.py)
+        self.start_id, self.pad_id, self.end_id = (tokenizer.convert_tokens_to_ids(text) for text in self.special_texts)
+        self._counts: dict[str, int] = {}
+
+    def token_count(self, path: str) -> int:
+        """Image tokens the model reads for this file: its merged patches, as the processor grids them."""
+        if path not in self._counts:
+            grid = self.image_processor(images=[load_image(path)], return_tensors="pt")["image_grid_thw"][0]
+            self._counts[path] = int(grid.prod()) // self.image_processor.merge_size ** 2
+        return self._counts[path]
+
+    def image_ids(self, path: str) -> list[int]:
+        """The ids an `<image>` placeholder becomes for this file."""
+        return [self.start_id] + [self.pad_id] * self.token_count(path) + [self.end_id]
+
+    def pixels(self, paths: list[str]) -> dict:
+        """pixel_values and image_grid_thw for the images of a batch, in order."""
+        return dict(self.image_processor(images=[load_image(path) for path in paths], return_tensors="pt"))
+
+    def token_types(self, input_ids):
+        """mm_token_type_ids: which positions hold image tokens (Qwen2-VL's M-RoPE needs them)."""
+        return (input_ids == self.pad_id).long() * IMAGE_TOKEN_TYPE
+
+    def fingerprint(self) -> str:
+        """The processor's settings, part of the data cache key: a change in sizes changes the token counts."""
+        settings = json.dumps(self.image_processor.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256((type(self).__name__ + settings).encode()).hexdigest()
+
+
+def load_media(location, tokenizer):
+    """The image side of the model in folder `location`, or None for a text-only model."""
+    config_file = Path(location) / "config.json"
+    if not config_file.is_file():
+        return None
+    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    if model_type not in QWEN_VL_TYPES:
+        return None
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    if not (Path(location) / "preprocessor_config.json").is_file():
+        raise TunesmithError(f"{location} is a {model_type} model without preprocessor_config.json; copy the "
+                             "model's processor files into the folder")
+    return QwenVisionMedia(Qwen2VLImageProcessorPil.from_pretrained(str(location)), tokenizer)
