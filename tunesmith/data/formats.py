@@ -11,7 +11,7 @@ import dataclasses
 import re
 
 from tunesmith.data import sharegpt
-from tunesmith.data.media import MEDIA_COLUMNS, attach_media
+from tunesmith.data.media import MEDIA_COLUMNS, attach_media, refuse_media_in_text
 from tunesmith.data.parsed import Converter, Parsed, column, kto_tag
 from tunesmith.data.records import Conversation, KtoExample, Preference, Text
 from tunesmith.data.registry import DatasetSpec
@@ -25,7 +25,8 @@ _ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "outpu
 def convert(row: dict, spec: DatasetSpec, where: str, record_kind: str = "conversation"):
     """The record of kind `record_kind` that `row` (described by `where`, e.g. 'file: record 3') holds."""
     if record_kind == "text":
-        return attach_media(to_text(row, spec, where), row, spec, where)
+        refuse_media_in_text(row, spec, where)
+        return to_text(row, spec, where)
     if record_kind not in RECORD_KINDS:
         raise ValueError(f"unknown record kind {record_kind!r}")
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tunesmith.data.records import Conversation, KtoExample, Preference, Text
+from tunesmith.data.records import Conversation, KtoExample, Preference
 from tunesmith.errors import TunesmithError
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -25,15 +25,17 @@ def attach_media(record, row: dict, spec, where: str):
 
     Placeholders only mean images in a dataset that maps an `images` column; elsewhere `<image>` is text.
     """
-    if isinstance(record, Text):
-        if any(_listed(row, spec, kind, where) for kind in MEDIA_COLUMNS):
-            raise TunesmithError(f"{where}: stage pt trains on plain text only and this record has images or "
-                                 "videos; use stage sft for image data, or a dataset without them")
-        return record
     found = {kind: _checked_files(record, row, spec, kind, where) for kind in MEDIA_COLUMNS}
     if not any(found.values()):
         return record
     return dataclasses.replace(record, **found, source=where)
+
+
+def refuse_media_in_text(row: dict, spec, where: str) -> None:
+    """Pre-training text has no place for images: a row that lists some is an error, not silently text."""
+    if any(_listed(row, spec, kind, where) for kind in MEDIA_COLUMNS):
+        raise TunesmithError(f"{where}: stage pt trains on plain text only and this record has images or videos; "
+                             "use stage sft for image data, or a dataset without them")
 
 
 def _checked_files(record, row: dict, spec, kind: str, where: str) -> list[str]:
