@@ -1,0 +1,94 @@
+"""Training a tiny Qwen2-VL on images: the loss of a batch equals its samples' one by one and the model's own
+forward; the vision options decide what trains; a LoRA run merges into a model equal to base + adapter."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+
+from conftest import LF_DATA
+from tunesmith.config.schema import DataConfig, MethodConfig, ModelConfig
+from tunesmith.data.collator import pad_batch, with_pixels
+from tunesmith.data.dataset import load_records
+from tunesmith.data.template import IGNORE, ChatTemplate
+from tunesmith.train.stages.sft import SftStage
+from vision_models import build_tiny_qwen2_vl
+
+
+@pytest.fixture(scope="module")
+def vl_dir(tmp_path_factory):
+    return build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen2-vl"))
+
+
+@pytest.fixture(scope="module")
+def parts(vl_dir):
+    """(template, collate, model) of the tiny Qwen2-VL, the model in float32 and eval mode."""
+    from tunesmith.data.vision_processor import load_media
+    from tunesmith.model.load import load_model, tokenizer_from
+
+    tokenizer = tokenizer_from(vl_dir)
+    media = load_media(vl_dir, tokenizer)
+    collate = with_pixels(partial(pad_batch, pad_id=tokenizer.pad_token_id), media)
+    model = load_model(ModelConfig(path=str(vl_dir), dtype="float32")).eval()
+    return ChatTemplate(tokenizer, "auto", media), collate, model
+
+
+def demo_samples(template, count=3):
+    records = load_records(DataConfig(datasets=["mllm_demo"], dataset_dir=str(LF_DATA), max_samples=count))
+    return template.encode_many(records)
+
+
+def naive_loss(model, batch) -> torch.Tensor:
+    """Summed next-token cross entropy from the model's own forward (all logits, transformers' head)."""
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    logits = model(**inputs).logits[:, :-1]
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                                             ignore_index=IGNORE, reduction="sum")
+
+
+def test_batch_loss_equals_its_samples_one_by_one_and_the_models_own_forward(parts):
+    template, collate, model = parts
+    samples = demo_samples(template)
+    assert len({len(sample.input_ids) for sample in samples}) > 1  # padding is exercised
+    stage = SftStage()
+    with torch.no_grad():
+        batched, _ = stage.loss(model, collate(samples))
+        singles = [stage.loss(model, collate([sample]))[0] for sample in samples]
+        naive = naive_loss(model, collate(samples))
+    torch.testing.assert_close(batched, torch.stack(singles).sum(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(batched, naive, rtol=1e-5, atol=1e-4)
+
+
+def test_the_image_changes_the_loss(parts):
+    """The pixels reach the model: the same tokens with another image's pixels give another loss."""
+    template, collate, model = parts
+    sample = demo_samples(template, 1)[0]
+    batch = collate([sample])
+    other = dict(batch, pixel_values=torch.flip(batch["pixel_values"], dims=[0]))
+    with torch.no_grad():
+        assert not torch.isclose(SftStage().loss(model, batch)[0], SftStage().loss(model, other)[0])
+
+
+def trainable_names(model) -> list[str]:
+    return [name for name, param in model.named_parameters() if param.requires_grad]
+
+
+@pytest.mark.parametrize("kind", ["lora", "full"])
+def test_the_vision_tower_and_projector_are_frozen_unless_asked(vl_dir, kind):
+    from tunesmith.model.load import load_model
+    from tunesmith.model.methods import apply_method
+
+    def trained(**vision):
+        model = load_model(ModelConfig(path=str(vl_dir), dtype="float32"))
+        names = trainable_names(apply_method(model, MethodConfig(kind=kind, vision=vision)))
+        return ([n for n in names if ".visual." in n and ".merger." not in n], [n for n in names if ".merger." in n],
+                [n for n in names if ".visual." not in n])
+
+    tower, projector, language = trained()
+    assert not tower and not projector and language
+    tower, projector, _ = trained(train_projector=True)
+    assert not tower and projector
+    tower, projector, _ = trained(train_tower=True)
+    assert tower and not projector
