@@ -92,3 +92,32 @@ def test_the_vision_tower_and_projector_are_frozen_unless_asked(vl_dir, kind):
     assert not tower and projector
     tower, projector, _ = trained(train_tower=True)
     assert tower and not projector
+
+
+def test_a_lora_run_trains_on_images_and_merges_into_base_plus_adapter(vl_dir, parts, tmp_path):
+    from peft import PeftModel
+
+    from tunesmith.config.load import validate_config
+    from tunesmith.export.merge import merged_model
+    from tunesmith.model.load import load_model
+    from tunesmith.train.run import train
+
+    config = validate_config({
+        "model": {"path": str(vl_dir), "dtype": "float32"},
+        "method": {"kind": "lora", "lora": {"rank": 4, "alpha": 8}, "vision": {"train_projector": True}},
+        "data": {"datasets": ["mllm_demo"], "dataset_dir": str(LF_DATA), "max_length": 256,
+                 "cache_dir": str(tmp_path / "cache")},
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 2, "batch_size": 2, "lr": 1e-2, "seed": 7,
+                  "scheduler": "constant", "precision": "fp32"},
+    })
+    run_dir = train(config)
+    template, collate, _ = parts
+    batch = collate(demo_samples(template, 2))
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    base = load_model(ModelConfig(path=str(vl_dir), dtype="float32")).eval()
+    with torch.no_grad():
+        before = base(**inputs).logits
+        expected = PeftModel.from_pretrained(base, str(run_dir)).eval()(**inputs).logits
+        merged = merged_model(run_dir, config, progress=False).eval()(**inputs).logits
+    assert not torch.allclose(expected, before, atol=1e-4)  # the run changed the model
+    torch.testing.assert_close(merged, expected, rtol=1e-4, atol=1e-4)
