@@ -94,26 +94,38 @@ def test_the_vision_tower_and_projector_are_frozen_unless_asked(vl_dir, kind):
     assert tower and not projector
 
 
-def test_a_lora_run_trains_on_images_and_merges_into_base_plus_adapter(vl_dir, parts, tmp_path):
-    from peft import PeftModel
-
+@pytest.fixture(scope="module")
+def lora_run(vl_dir, tmp_path_factory):
+    """(run folder, config) of a finished 2-step LoRA sft run on LLaMA-Factory's mllm_demo, projector trained."""
     from tunesmith.config.load import validate_config
-    from tunesmith.export.merge import merged_model
-    from tunesmith.model.load import load_model
     from tunesmith.train.run import train
 
+    tmp = tmp_path_factory.mktemp("vl-run")
     config = validate_config({
         "model": {"path": str(vl_dir), "dtype": "float32"},
         "method": {"kind": "lora", "lora": {"rank": 4, "alpha": 8}, "vision": {"train_projector": True}},
         "data": {"datasets": ["mllm_demo"], "dataset_dir": str(LF_DATA), "max_length": 256,
-                 "cache_dir": str(tmp_path / "cache")},
-        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 2, "batch_size": 2, "lr": 1e-2, "seed": 7,
+                 "cache_dir": str(tmp / "cache")},
+        "train": {"output_dir": str(tmp / "run"), "max_steps": 2, "batch_size": 2, "lr": 1e-2, "seed": 7,
                   "scheduler": "constant", "precision": "fp32"},
     })
-    run_dir = train(config)
+    return train(config), config
+
+
+def image_inputs(parts) -> dict:
     template, collate, _ = parts
     batch = collate(demo_samples(template, 2))
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    return {key: value for key, value in batch.items() if key != "labels"}
+
+
+def test_a_lora_run_trains_on_images_and_merges_into_base_plus_adapter(vl_dir, parts, lora_run):
+    from peft import PeftModel
+
+    from tunesmith.export.merge import merged_model
+    from tunesmith.model.load import load_model
+
+    run_dir, config = lora_run
+    inputs = image_inputs(parts)
     base = load_model(ModelConfig(path=str(vl_dir), dtype="float32")).eval()
     with torch.no_grad():
         before = base(**inputs).logits
@@ -121,3 +133,24 @@ def test_a_lora_run_trains_on_images_and_merges_into_base_plus_adapter(vl_dir, p
         merged = merged_model(run_dir, config, progress=False).eval()(**inputs).logits
     assert not torch.allclose(expected, before, atol=1e-4)  # the run changed the model
     torch.testing.assert_close(merged, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_export_writes_the_merged_model_with_its_processor_and_refuses_gguf(parts, lora_run, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from tunesmith.config.schema import ExportConfig
+    from tunesmith.errors import TunesmithError
+    from tunesmith.export.merge import merged_model
+    from tunesmith.export.pipeline import export_run
+
+    run_dir, config = lora_run
+    with pytest.raises(TunesmithError, match="vision-language model is not supported: llama.cpp keeps the vision"):
+        export_run(run_dir, ExportConfig(out=str(tmp_path / "gguf"), gguf=["f16"]), progress=False)
+    out = tmp_path / "merged"
+    export_run(run_dir, ExportConfig(out=str(out), dtype="fp32"), progress=False)
+    assert (out / "preprocessor_config.json").is_file()
+    inputs = image_inputs(parts)
+    with torch.no_grad():
+        exported = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32).eval()(**inputs).logits
+        merged = merged_model(run_dir, config, progress=False).eval()(**inputs).logits
+    torch.testing.assert_close(exported, merged, rtol=1e-5, atol=1e-5)
