@@ -154,3 +154,21 @@ def test_export_writes_the_merged_model_with_its_processor_and_refuses_gguf(part
         exported = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32).eval()(**inputs).logits
         merged = merged_model(run_dir, config, progress=False).eval()(**inputs).logits
     torch.testing.assert_close(exported, merged, rtol=1e-5, atol=1e-5)
+
+
+def test_a_packed_batch_has_the_loss_of_the_unpacked_one(parts):
+    """Packed rows get per-sample M-RoPE positions (the model's own, per sample) and a block-diagonal mask."""
+    from tunesmith.data.packing import pack_samples
+
+    template, collate, model = parts
+    samples = demo_samples(template, 4)
+    packed = pack_samples(samples, max_length=sum(len(sample.input_ids) for sample in samples[:3]))
+    assert len(packed) < len(samples)
+    stage = SftStage()
+    with torch.no_grad():
+        unpacked_loss = stage.loss(model, collate(samples))[0]
+        packed_batch = collate(packed)
+        packed_loss = stage.loss(model, packed_batch)[0]
+    # packing leaves each sample's first label out; here those are prompt tokens, untrained anyway
+    assert all(sample.labels[1] == IGNORE for sample in samples)
+    torch.testing.assert_close(packed_loss, unpacked_loss, rtol=1e-5, atol=1e-4)

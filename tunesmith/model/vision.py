@@ -70,3 +70,27 @@ def multimodal_body(model):
     projector and language model, without the output head), past a peft wrapper."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.model
+
+
+def packed_position_ids(body, batch):
+    """M-RoPE position ids of a packed batch, as transformers takes them for packing: [4, rows, length], the
+    text positions (restarting per sample, from which the block-diagonal mask is built) over the three rotary
+    axes. Each sample's axes come from the model's own `get_rope_index`, run on that sample alone."""
+    import torch
+
+    text_positions, types = batch["position_ids"], batch["mm_token_type_ids"]
+    grids = batch.get("image_grid_thw")
+    axes = text_positions[None].repeat(3, 1, 1)
+    used = 0  # images are numbered across the batch in row order
+    for row in range(text_positions.shape[0]):
+        starts = (text_positions[row] == 0).nonzero().flatten().tolist() + [text_positions.shape[1]]
+        for start, stop in zip(starts, starts[1:]):
+            sample_types = types[row, start:stop]
+            opened = (sample_types[1:] > sample_types[:-1]).sum() + (sample_types[0] > 0)
+            if not opened:
+                continue
+            positions, _ = body.get_rope_index(batch["input_ids"][row:row + 1, start:stop], sample_types[None],
+                                               image_grid_thw=grids[used:used + int(opened)])
+            axes[:, row, start:stop] = positions[:, 0]
+            used += int(opened)
+    return torch.cat([text_positions[None], axes])

@@ -42,9 +42,12 @@ def hidden_states(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     DDP/FSDP wrapper, so use it where no gradients are synchronised (scoring, evaluation)."""
     inputs = model_inputs(batch)
     if MEDIA_KEYS[-1] in batch:  # a vision-language batch: the tower and projector run before the decoder
-        from tunesmith.model.vision import multimodal_body
+        from tunesmith.model.vision import multimodal_body, packed_position_ids
 
-        return multimodal_body(model)(**inputs, use_cache=False).last_hidden_state
+        body = multimodal_body(model)
+        if "position_ids" in batch:
+            inputs["position_ids"] = packed_position_ids(body, batch)
+        return body(**inputs, use_cache=False).last_hidden_state
     return model.get_decoder()(**inputs, use_cache=False).last_hidden_state
 
 
