@@ -10,7 +10,6 @@ import torch
 
 from conftest import LF_DATA
 from tunesmith.config.schema import DataConfig, MethodConfig, ModelConfig
-from tunesmith.data.collator import pad_batch, with_pixels
 from tunesmith.data.dataset import load_records
 from tunesmith.data.template import IGNORE, ChatTemplate
 from tunesmith.train.stages.sft import SftStage
@@ -30,7 +29,9 @@ def parts(vl_dir):
 
     tokenizer = tokenizer_from(vl_dir)
     media = load_media(vl_dir, tokenizer)
-    collate = with_pixels(partial(pad_batch, pad_id=tokenizer.pad_token_id), media)
+    stage = SftStage()
+    stage.media = media
+    collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
     model = load_model(ModelConfig(path=str(vl_dir), dtype="float32")).eval()
     return ChatTemplate(tokenizer, "auto", media), collate, model
 

@@ -34,17 +34,13 @@ def pad_batch(samples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-def with_pixels(collate, media):
-    """`collate` for a vision-language model: its batches also get the pixels of the samples' images (made
-    here, never cached) and the token types that place them. Rows must be the samples, in order."""
+def add_pixels(batch: dict[str, torch.Tensor], rows: list[Encoded], media) -> dict[str, torch.Tensor]:
+    """A batch for a vision-language model: also the pixels of its rows' images (made here, never cached) and
+    the token types that place them. `rows` are the samples of the batch's rows, in order."""
     from tunesmith.data.media_render import IMAGES
 
-    def collate_with_pixels(samples: list[Encoded]) -> dict[str, torch.Tensor]:
-        batch = collate(samples)
-        images = [path for sample in samples for path in sample.meta.get(IMAGES, [])]
-        if images:
-            batch.update(media.pixels(images))
-        batch["mm_token_type_ids"] = media.token_types(batch["input_ids"])
-        return batch
-
-    return collate_with_pixels
+    images = [path for row in rows for path in row.meta.get(IMAGES, [])]
+    if images:
+        batch.update(media.pixels(images))
+    batch["mm_token_type_ids"] = media.token_types(batch["input_ids"])
+    return batch

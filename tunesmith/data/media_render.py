@@ -33,9 +33,7 @@ def encode_with_media(template, conversation, train_on_prompt: bool = False, mas
     if images and media is None:
         raise TunesmithError(f"{conversation.source}: the record has images but the model is text-only; use a "
                              "vision-language model (Qwen2-VL, Qwen2.5-VL) or a dataset without images")
-    messages = [dict(m, content=m["content"].replace(IMAGE_PLACEHOLDER, _MARK)) if images and m.get("content")
-                else m for m in conversation.messages]
-    text, spans = template.render_with_spans(messages, conversation.tools)
+    text, spans = template.render_with_spans(_marked(conversation.messages, images), conversation.tools)
     ids, offsets, image_spans = tokenize_marked(template, text, images)
     if train_on_prompt:
         labels = list(ids)
@@ -44,6 +42,29 @@ def encode_with_media(template, conversation, train_on_prompt: bool = False, mas
     for start, stop in image_spans:
         labels[start:stop] = [IGNORE] * (stop - start)
     return Encoded(ids, labels, {IMAGES: list(images), IMAGE_SPANS: image_spans} if images else {})
+
+
+def encode_reply_with_media(template, prompt: list[dict], reply: dict, tools, images: list[str], source: str
+                            ) -> tuple[list[int], int]:
+    """(ids of prompt + reply through the turn's closing, index of the reply's first token), the prompt's
+    placeholders expanded to its images' tokens (the preference stages' reply encoding, with images)."""
+    from bisect import bisect_left
+
+    if images and template.media is None:
+        raise TunesmithError(f"{source}: the record has images but the model is text-only; use a vision-language "
+                             "model (Qwen2-VL, Qwen2.5-VL) or a dataset without images")
+    text, (start, end) = template.render_reply(_marked(prompt, images), reply, tools)
+    ids, offsets, _ = tokenize_marked(template, text, images)
+    reply_start, reply_end = (bisect_left(offsets, edge, key=lambda offset: offset[0]) for edge in (start, end))
+    return ids[:reply_end], reply_start
+
+
+def _marked(messages: list[dict], images: list[str]) -> list[dict]:
+    """The messages with each `<image>` placeholder as the mark, when the record has images (else as typed)."""
+    if not images:
+        return messages
+    return [dict(m, content=m["content"].replace(IMAGE_PLACEHOLDER, _MARK)) if m.get("content") else m
+            for m in messages]
 
 
 def tokenize_marked(template, text: str, images: list[str]):

@@ -34,7 +34,6 @@ def build_run(config: RunConfig) -> Run:
     from accelerate.utils import set_seed
 
     from tunesmith.data.cache import encoder_fingerprint
-    from tunesmith.data.collator import with_pixels
     from tunesmith.data.dataset import prepare_data
     from tunesmith.data.media import refuse_images
     from tunesmith.data.template import ChatTemplate
@@ -60,7 +59,7 @@ def build_run(config: RunConfig) -> Run:
     stage = get_stage(config.stage.kind, config.stage)
     source = resolve_source(config.model)
     tokenizer = load_tokenizer(config.model, source)
-    media = load_media(source.location, tokenizer)
+    media = stage.media = load_media(source.location, tokenizer)
     template = ChatTemplate(tokenizer, config.model.template, media)
     takes = (lambda records: records) if stage.takes_images else partial(refuse_images, stage_name=stage.name)
     with accelerator.main_process_first():  # rank 0 tokenizes; the others then read its cache
@@ -72,8 +71,6 @@ def build_run(config: RunConfig) -> Run:
     model = prepare_model(config, accelerator, source)
     model = stage.prepare(model, data, config, accelerator.device)  # value head, reference model
     collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
-    if media is not None:
-        collate = with_pixels(collate, media)
     on_gpu = accelerator.device.type == "cuda"
     stream = BatchStream(data.train, stage.stream_batch_size(config.train.batch_size), collate, config.train.seed,
                          accelerator.process_index, accelerator.num_processes, prefetch=on_gpu, pin=on_gpu)
