@@ -122,3 +122,13 @@ def truncate(sample: Encoded, max_length: int) -> Encoded:
         if not kept:
             meta.pop(IMAGES), meta.pop(IMAGE_SPANS)
     return Encoded(sample.input_ids[:cut], sample.labels[:cut], meta)
+
+
+def prompt_ids_with_media(template, messages: list[dict], images: list[str]) -> list[int]:
+    """Ids of a conversation plus the assistant's header, for generation, its `<image>` placeholders (one per
+    image, in order) expanded to the images' tokens."""
+    if template.media is None:
+        raise TunesmithError("this model is text-only and cannot read images; use a vision-language model "
+                             "(Qwen2-VL, Qwen2.5-VL)")
+    text = template.render(_marked(messages, images), add_generation_prompt=True)
+    return tokenize_marked(template, text, images)[0]

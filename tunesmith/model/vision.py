@@ -94,3 +94,18 @@ def packed_position_ids(body, batch):
             axes[:, row, start:stop] = positions[:, 0]
             used += int(opened)
     return torch.cat([text_positions[None], axes])
+
+
+def image_prompt_inputs(model, input_ids, mask, pixels: dict):
+    """(the image inputs, M-RoPE position ids [3, rows, length], each row's position offset for the tokens
+    generated after the prompt) of a left-padded image prompt, from the model's own `get_rope_index`."""
+    from tunesmith.data.vision_processor import IMAGE_TOKEN_TYPE
+
+    body = multimodal_body(model)
+    device = input_ids.device
+    types = (input_ids == model.config.image_token_id).long() * IMAGE_TOKEN_TYPE
+    grid = pixels["image_grid_thw"].to(device)
+    positions, deltas = body.get_rope_index(input_ids, types, image_grid_thw=grid, attention_mask=mask)
+    inputs = {"pixel_values": pixels["pixel_values"].to(device, model.dtype), "image_grid_thw": grid,
+              "mm_token_type_ids": types}
+    return inputs, positions, deltas.to(device)
