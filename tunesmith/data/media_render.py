@@ -18,7 +18,7 @@ from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE, span_labels
 from tunesmith.errors import TunesmithError
 
-_MARK = "\ue002"  # private use: no tokenizer or dataset gives it meaning
+IMAGE_MARK = "\ue002"  # private use: no tokenizer or dataset gives it meaning
 IMAGES = "images"  # meta key: the sample's image files, in the order of their tokens
 IMAGE_SPANS = "image_spans"  # meta key: [start, stop) of each image's tokens
 
@@ -63,14 +63,14 @@ def _marked(messages: list[dict], images: list[str]) -> list[dict]:
     """The messages with each `<image>` placeholder as the mark, when the record has images (else as typed)."""
     if not images:
         return messages
-    return [dict(m, content=m["content"].replace(IMAGE_PLACEHOLDER, _MARK)) if m.get("content") else m
+    return [dict(m, content=m["content"].replace(IMAGE_PLACEHOLDER, IMAGE_MARK)) if m.get("content") else m
             for m in messages]
 
 
 def tokenize_marked(template, text: str, images: list[str]):
     """(ids, offsets, image token spans) of rendered text whose marks are expanded to the images' tokens."""
     media = template.media
-    pieces = text.split(_MARK)
+    pieces = text.split(IMAGE_MARK)
     if len(pieces) - 1 != len(images):
         raise TunesmithError(f"the template wrote {len(pieces) - 1} image marks for {len(images)} images; it "
                              "must keep message contents as they are")

@@ -29,20 +29,27 @@ class QwenVisionMedia:
         self.start_id, self.pad_id, self.end_id = (tokenizer.convert_tokens_to_ids(text) for text in self.special_texts)
         self._counts: dict[str, int] = {}
 
-    def token_count(self, path: str) -> int:
-        """Image tokens the model reads for this file: its merged patches, as the processor grids them."""
-        if path not in self._counts:
-            grid = self.image_processor(images=[load_image(path)], return_tensors="pt")["image_grid_thw"][0]
-            self._counts[path] = int(grid.prod()) // self.image_processor.merge_size ** 2
-        return self._counts[path]
+    def token_count(self, image) -> int:
+        """Image tokens the model reads for an image (a file path, or decoded pixels as the API has them): its
+        merged patches, as the processor grids them. Counts of files are remembered."""
+        if not isinstance(image, str):
+            return self._count(image)
+        if image not in self._counts:
+            self._counts[image] = self._count(load_image(image))
+        return self._counts[image]
 
-    def image_ids(self, path: str) -> list[int]:
-        """The ids an `<image>` placeholder becomes for this file."""
-        return [self.start_id] + [self.pad_id] * self.token_count(path) + [self.end_id]
+    def _count(self, pixels) -> int:
+        grid = self.image_processor(images=[pixels], return_tensors="pt")["image_grid_thw"][0]
+        return int(grid.prod()) // self.image_processor.merge_size ** 2
 
-    def pixels(self, paths: list[str]) -> dict:
-        """pixel_values and image_grid_thw for the images of a batch, in order."""
-        return dict(self.image_processor(images=[load_image(path) for path in paths], return_tensors="pt"))
+    def image_ids(self, image) -> list[int]:
+        """The ids an `<image>` placeholder becomes for this image (a file path or decoded pixels)."""
+        return [self.start_id] + [self.pad_id] * self.token_count(image) + [self.end_id]
+
+    def pixels(self, images: list) -> dict:
+        """pixel_values and image_grid_thw for the images (file paths or decoded pixels) of a batch, in order."""
+        loaded = [load_image(image) if isinstance(image, str) else image for image in images]
+        return dict(self.image_processor(images=loaded, return_tensors="pt"))
 
     def token_types(self, input_ids):
         """mm_token_type_ids: which positions hold image tokens (Qwen2-VL's M-RoPE needs them)."""
