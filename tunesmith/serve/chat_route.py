@@ -74,7 +74,8 @@ def _prompt_ids(state: ServerState, body: ChatRequest, plan: ToolPlan) -> tuple[
     from jinja2 import TemplateError
 
     template = state.engine.template
-    images = [decode_image_url(url, state.image_guard) for message in body.messages for url in message.image_urls()]
+    images = [decode_image_url(url, state.image_guard, f"messages.{index}.content")
+              for index, message in enumerate(body.messages) for url in message.image_urls()]
     if images and template.media is None:
         raise bad_request("this model is text-only and cannot read images; send text only", "messages")
     try:
