@@ -161,3 +161,18 @@ def test_cache_key_follows_image_contents_and_processor_settings(template, tmp_p
     resized = ChatTemplate(template.tokenizer, "auto", type(template.media)(image_processor(), template.tokenizer))
     resized.media.image_processor.max_pixels = 28 * 28 * 8
     assert encoder_fingerprint(resized, "sft") != fingerprint
+
+
+def test_data_preview_shows_where_each_image_goes_and_its_token_count(vl_dir, template, tmp_path, capsys):
+    import yaml
+
+    from tunesmith.cli import main
+
+    config = {"model": {"path": str(vl_dir)},
+              "data": {"datasets": ["mllm_demo"], "dataset_dir": str(LF_DATA), "cache_dir": str(tmp_path)}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["data", "preview", str(tmp_path / "run.yaml"), "--n", "1"]) == 0
+    out = capsys.readouterr().out
+    count = template.media.token_count(str(LF_DATA / "mllm_demo_data" / "1.jpg"))
+    assert f"<|im_start|>user\n<image 1: 1.jpg, {count + 2} tokens>Who are they?" in out
+    assert f"What are they doing?<image 2: 1.jpg, {count + 2} tokens>" in out
