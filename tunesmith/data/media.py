@@ -111,6 +111,17 @@ def _listed(row: dict, spec, kind: str, where: str) -> list[str]:
     return value
 
 
+def check_model_reads(record, media) -> None:
+    """A record's images need a model that reads them (`media`: its image side, None for a text-only model);
+    videos are not trained on yet."""
+    if getattr(record, "videos", None):
+        raise TunesmithError(f"{record.source}: the record has videos, which tunesmith does not train on yet "
+                             "(images only); drop the 'videos' column from the dataset entry")
+    if getattr(record, "images", None) and media is None:
+        raise TunesmithError(f"{record.source}: the record has images but the model is text-only; use a "
+                             "vision-language model (Qwen2-VL, Qwen2.5-VL) or a dataset without images")
+
+
 def refuse_images(records: list, stage_name: str) -> list:
     """The records, when none has images: stage `stage_name` does not train on them (yet)."""
     for record in records:

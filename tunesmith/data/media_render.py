@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from tunesmith.data.media import IMAGE_PLACEHOLDER
+from tunesmith.data.media import IMAGE_PLACEHOLDER, check_model_reads
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE, span_labels
 from tunesmith.errors import TunesmithError
@@ -25,14 +25,8 @@ IMAGE_SPANS = "image_spans"  # meta key: [start, stop) of each image's tokens
 
 def encode_with_media(template, conversation, train_on_prompt: bool = False, mask_history: bool = False) -> Encoded:
     """input_ids and labels of a conversation whose placeholders are expanded to the model's image tokens."""
-    media = template.media
+    check_model_reads(conversation, template.media)
     images = conversation.images
-    if conversation.videos:
-        raise TunesmithError(f"{conversation.source}: the record has videos, which tunesmith does not train on "
-                             "yet (images only); drop the 'videos' column from the dataset entry")
-    if images and media is None:
-        raise TunesmithError(f"{conversation.source}: the record has images but the model is text-only; use a "
-                             "vision-language model (Qwen2-VL, Qwen2.5-VL) or a dataset without images")
     text, spans = template.render_with_spans(_marked(conversation.messages, images), conversation.tools)
     ids, offsets, image_spans = tokenize_marked(template, text, images)
     if train_on_prompt:
@@ -44,15 +38,12 @@ def encode_with_media(template, conversation, train_on_prompt: bool = False, mas
     return Encoded(ids, labels, {IMAGES: list(images), IMAGE_SPANS: image_spans} if images else {})
 
 
-def encode_reply_with_media(template, prompt: list[dict], reply: dict, tools, images: list[str], source: str
+def encode_reply_with_media(template, prompt: list[dict], reply: dict, tools, images: list[str]
                             ) -> tuple[list[int], int]:
     """(ids of prompt + reply through the turn's closing, index of the reply's first token), the prompt's
     placeholders expanded to its images' tokens (the preference stages' reply encoding, with images)."""
     from bisect import bisect_left
 
-    if images and template.media is None:
-        raise TunesmithError(f"{source}: the record has images but the model is text-only; use a vision-language "
-                             "model (Qwen2-VL, Qwen2.5-VL) or a dataset without images")
     text, (start, end) = template.render_reply(_marked(prompt, images), reply, tools)
     ids, offsets, _ = tokenize_marked(template, text, images)
     reply_start, reply_end = (bisect_left(offsets, edge, key=lambda offset: offset[0]) for edge in (start, end))

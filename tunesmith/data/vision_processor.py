@@ -51,6 +51,12 @@ class QwenVisionMedia:
         loaded = [load_image(image) if isinstance(image, str) else image for image in images]
         return dict(self.image_processor(images=loaded, return_tensors="pt"))
 
+    def encode_many(self, template, conversations: list, train_on_prompt: bool, mask_history: bool) -> list:
+        """`ChatTemplate.encode_many` for this model: placeholders expanded to image tokens (data/media_render.py)."""
+        from tunesmith.data.media_render import encode_with_media
+
+        return [encode_with_media(template, c, train_on_prompt, mask_history) for c in conversations]
+
     def token_types(self, input_ids):
         """mm_token_type_ids: which positions hold image tokens (Qwen2-VL's M-RoPE needs them)."""
         return (input_ids == self.pad_id).long() * IMAGE_TOKEN_TYPE

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.data.collator import pad_batch
-from tunesmith.data.media_render import IMAGES
+from tunesmith.data.media import check_model_reads
+from tunesmith.data.media_render import IMAGES, encode_reply_with_media
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
 from tunesmith.train.forward import target_logits
@@ -56,11 +57,10 @@ def encode_replies(template, prompt, replies: list[dict], tools, max_length: int
     images is never cut: a pair that does not fit is dropped, as one whose reply does not fit.
     """
     images = getattr(record, "images", [])
-    if template.media is not None or images:
-        from tunesmith.data.media_render import encode_reply_with_media
-
-        encoded = [encode_reply_with_media(template, prompt, reply, tools, images, record.source)
-                   for reply in replies]
+    if record is not None:
+        check_model_reads(record, template.media)
+    if template.media is not None:
+        encoded = [encode_reply_with_media(template, prompt, reply, tools, images) for reply in replies]
     else:
         encoded = [encode_reply(template, prompt, reply, tools) for reply in replies]
     longest_reply = max(len(ids) - start for ids, start in encoded)
