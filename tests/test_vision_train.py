@@ -173,3 +173,27 @@ def test_a_packed_batch_has_the_loss_of_the_unpacked_one(parts):
     # packing leaves each sample's first label out; here those are prompt tokens, untrained anyway
     assert all(sample.labels[1] == IGNORE for sample in samples)
     torch.testing.assert_close(packed_loss, unpacked_loss, rtol=1e-5, atol=1e-4)
+
+
+def test_qwen2_5_vl_batches_packs_and_freezes_its_tower_like_qwen2_vl(tmp_path):
+    from tunesmith.data.packing import pack_samples
+    from tunesmith.data.vision_processor import load_media
+    from tunesmith.model.load import load_model, tokenizer_from
+    from tunesmith.model.methods import apply_method
+
+    folder = build_tiny_qwen2_vl(tmp_path, model_type="qwen2_5_vl")
+    tokenizer = tokenizer_from(folder)
+    stage = SftStage()
+    stage.media = load_media(folder, tokenizer)
+    samples = demo_samples(ChatTemplate(tokenizer, "auto", stage.media))
+    model = load_model(ModelConfig(path=str(folder), dtype="float32")).eval()
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    with torch.no_grad():
+        batched = stage.loss(model, stage.collate(samples, tokenizer.pad_token_id))[0]
+        singles = sum(stage.loss(model, stage.collate([sample], tokenizer.pad_token_id))[0] for sample in samples)
+        packed = stage.loss(model, stage.collate(pack_samples(samples, 512), tokenizer.pad_token_id))[0]
+        naive = naive_loss(model, stage.collate(samples, tokenizer.pad_token_id))
+    torch.testing.assert_close(batched, singles, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(packed, batched, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(naive, batched, rtol=1e-5, atol=1e-4)
+    assert not [name for name in trainable_names(apply_method(model, MethodConfig(kind="lora"))) if ".visual." in name]

@@ -17,9 +17,18 @@ def image_processor():
     return Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2, **IMAGE_SIZES)
 
 
-def build_tiny_qwen2_vl(folder: Path, seed: int = 0) -> Path:
+# The vision tower of each architecture, tiny: Qwen2.5-VL's adds windowed attention and an RMSNorm MLP.
+TOWERS = {
+    "qwen2_vl": dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2),
+    "qwen2_5_vl": dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                       window_size=56, fullatt_block_indexes=[1]),
+}
+
+
+def build_tiny_qwen2_vl(folder: Path, seed: int = 0, model_type: str = "qwen2_vl") -> Path:
+    """A tiny random Qwen2-VL (or, with model_type qwen2_5_vl, Qwen2.5-VL) model folder."""
     import torch
-    from transformers import AutoTokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZERS / "qwen3")
     ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>") for name in
@@ -27,13 +36,12 @@ def build_tiny_qwen2_vl(folder: Path, seed: int = 0) -> Path:
     text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                 rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
-    vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2)
-    config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True,
-                           image_token_id=ids["image_pad"], video_token_id=ids["video_pad"],
-                           vision_start_token_id=ids["vision_start"], vision_end_token_id=ids["vision_end"])
+    vision = dict(TOWERS[model_type], patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    config = AutoConfig.for_model(model_type, text_config=text, vision_config=vision, tie_word_embeddings=True,
+                                  image_token_id=ids["image_pad"], video_token_id=ids["video_pad"],
+                                  vision_start_token_id=ids["vision_start"], vision_end_token_id=ids["vision_end"])
     torch.manual_seed(seed)
-    Qwen2VLForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
+    AutoModelForImageTextToText.from_config(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     image_processor().save_pretrained(folder)
     return folder
