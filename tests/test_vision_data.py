@@ -15,21 +15,12 @@ from tunesmith.data.media_render import IMAGE_SPANS, IMAGES, truncate
 from tunesmith.data.records import Conversation
 from tunesmith.data.template import IGNORE, ChatTemplate
 from tunesmith.errors import TunesmithError
-from vision_models import build_tiny_qwen2_vl, image_processor
-
-
-@pytest.fixture(scope="module")
-def vl_dir(tmp_path_factory):
-    return build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen2-vl"))
+from vision_models import image_processor, vision_template, vl_dir  # noqa: F401 (vl_dir: a fixture)
 
 
 @pytest.fixture(scope="module")
 def template(vl_dir):
-    from tunesmith.data.vision_processor import load_media
-    from tunesmith.model.load import tokenizer_from
-
-    tokenizer = tokenizer_from(vl_dir)
-    return ChatTemplate(tokenizer, "auto", load_media(vl_dir, tokenizer))
+    return vision_template(vl_dir)
 
 
 def image_dataset(folder, rows, columns=("messages", "images")):

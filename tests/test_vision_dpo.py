@@ -14,17 +14,11 @@ from conftest import LF_DATA
 from tunesmith.config.schema import DataConfig
 from tunesmith.data.dataset import load_records
 from tunesmith.data.media_render import IMAGES
-from tunesmith.data.template import ChatTemplate
-from vision_models import build_tiny_qwen2_vl
+from vision_models import vision_template, vl_dir  # noqa: F401 (vl_dir: a fixture)
 
 PAIRS = [("<image>Who is this?", "A football player.", "A cat."),
          ("Describe <image> briefly, please, in a few words.", "Players celebrate.", "Nothing."),
          ("<image>Where?", "On a pitch.", "In space, far from any football ground at all.")]
-
-
-@pytest.fixture(scope="module")
-def vl_dir(tmp_path_factory):
-    return build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen2-vl"))
 
 
 @pytest.fixture
@@ -41,14 +35,12 @@ def pair_records(tmp_path):
 
 
 def dpo_stage(vl_dir):
-    from tunesmith.data.vision_processor import load_media
-    from tunesmith.model.load import tokenizer_from
     from tunesmith.train.stages import get_stage
 
-    tokenizer = tokenizer_from(vl_dir)
+    template = vision_template(vl_dir)
     stage = get_stage("dpo")
-    stage.media = load_media(vl_dir, tokenizer)
-    return stage, ChatTemplate(tokenizer, "auto", stage.media)
+    stage.media = template.media
+    return stage, template
 
 
 def test_dpo_pairs_carry_their_prompts_images_and_batch_like_single_pairs(vl_dir, pair_records):

@@ -11,29 +11,22 @@ import torch
 from conftest import LF_DATA
 from tunesmith.config.schema import DataConfig, MethodConfig, ModelConfig
 from tunesmith.data.dataset import load_records
-from tunesmith.data.template import IGNORE, ChatTemplate
+from tunesmith.data.template import IGNORE
 from tunesmith.train.stages.sft import SftStage
-from vision_models import build_tiny_qwen2_vl
-
-
-@pytest.fixture(scope="module")
-def vl_dir(tmp_path_factory):
-    return build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen2-vl"))
+from vision_models import build_tiny_qwen2_vl, vision_template, vl_dir  # noqa: F401 (vl_dir: a fixture)
 
 
 @pytest.fixture(scope="module")
 def parts(vl_dir):
     """(template, collate, model) of the tiny Qwen2-VL, the model in float32 and eval mode."""
-    from tunesmith.data.vision_processor import load_media
-    from tunesmith.model.load import load_model, tokenizer_from
+    from tunesmith.model.load import load_model
 
-    tokenizer = tokenizer_from(vl_dir)
-    media = load_media(vl_dir, tokenizer)
+    template = vision_template(vl_dir)
     stage = SftStage()
-    stage.media = media
-    collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
+    stage.media = template.media
+    collate = partial(stage.collate, pad_id=template.tokenizer.pad_token_id)
     model = load_model(ModelConfig(path=str(vl_dir), dtype="float32")).eval()
-    return ChatTemplate(tokenizer, "auto", media), collate, model
+    return template, collate, model
 
 
 def demo_samples(template, count=3):
@@ -177,15 +170,15 @@ def test_a_packed_batch_has_the_loss_of_the_unpacked_one(parts):
 
 def test_qwen2_5_vl_batches_packs_and_freezes_its_tower_like_qwen2_vl(tmp_path):
     from tunesmith.data.packing import pack_samples
-    from tunesmith.data.vision_processor import load_media
-    from tunesmith.model.load import load_model, tokenizer_from
+    from tunesmith.model.load import load_model
     from tunesmith.model.methods import apply_method
 
     folder = build_tiny_qwen2_vl(tmp_path, model_type="qwen2_5_vl")
-    tokenizer = tokenizer_from(folder)
+    template = vision_template(folder)
+    tokenizer = template.tokenizer
     stage = SftStage()
-    stage.media = load_media(folder, tokenizer)
-    samples = demo_samples(ChatTemplate(tokenizer, "auto", stage.media))
+    stage.media = template.media
+    samples = demo_samples(template)
     model = load_model(ModelConfig(path=str(folder), dtype="float32")).eval()
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     with torch.no_grad():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import TOKENIZERS
 
 # Small images: between 4 and 16 merged patches (28 x 28 pixels each) per image.
@@ -45,3 +47,19 @@ def build_tiny_qwen2_vl(folder: Path, seed: int = 0, model_type: str = "qwen2_vl
     tokenizer.save_pretrained(folder)
     image_processor().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def vl_dir(tmp_path_factory) -> Path:
+    """The tiny Qwen2-VL folder, built once per session (import this fixture into a test module)."""
+    return build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen2-vl"))
+
+
+def vision_template(folder: Path):
+    """The model folder's tokenizer and chat template with its image side (data/vision_processor.py)."""
+    from tunesmith.data.template import ChatTemplate
+    from tunesmith.data.vision_processor import load_media
+    from tunesmith.model.load import tokenizer_from
+
+    tokenizer = tokenizer_from(folder)
+    return ChatTemplate(tokenizer, "auto", load_media(folder, tokenizer))
