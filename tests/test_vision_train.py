@@ -119,6 +119,7 @@ def test_a_lora_run_trains_on_images_and_merges_into_base_plus_adapter(vl_dir, p
     from tunesmith.model.load import load_model
 
     run_dir, config = lora_run
+    assert (run_dir / "preprocessor_config.json").is_file()  # the run folder reads images as it trained
     inputs = image_inputs(parts)
     base = load_model(ModelConfig(path=str(vl_dir), dtype="float32")).eval()
     with torch.no_grad():

@@ -31,19 +31,6 @@ def save_tokenizer(tokenizer, template_source: str, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-# A vision-language model's image side: its image processor's settings (and a combined processor's, if any).
-PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
-
-
-def save_processor_files(base_location: str, folder: Path) -> None:
-    """Copy the base model's processor files, so the exported model reads images as it was trained to."""
-    import shutil
-
-    for name in PROCESSOR_FILES:
-        if (Path(base_location) / name).is_file():
-            shutil.copy2(Path(base_location) / name, folder / name)
-
-
 def save_generation_config(model, base_location: str, stop_ids: list[int], tokenizer, folder: Path) -> None:
     """The base model's generation defaults, with EOS set to every token that ends an assistant reply."""
     from transformers import GenerationConfig

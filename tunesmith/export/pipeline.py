@@ -38,10 +38,11 @@ def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = Tru
     from tunesmith.data.template import ChatTemplate
     from tunesmith.export.card import write_model_card
     from tunesmith.export.gguf_file import write_gguf
-    from tunesmith.export.hf_folder import save_generation_config, save_model, save_processor_files, save_tokenizer
+    from tunesmith.export.hf_folder import save_generation_config, save_model, save_tokenizer
     from tunesmith.export.merge import export_dtype, merged_model
     from tunesmith.export.ollama import measure_turn_format, write_modelfile
     from tunesmith.model.load import resolve_source
+    from tunesmith.model.vision import save_processor_files
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir, named_by="--run / export.run", trust_remote_code=trust_remote_code,

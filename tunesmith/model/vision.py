@@ -16,6 +16,20 @@ from pathlib import Path
 VISION_PARTS = {"qwen2_vl": ("visual", "merger"), "qwen2_5_vl": ("visual", "merger")}
 
 
+# A vision-language model's image side: its image processor's settings (and a combined processor's, if any).
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def save_processor_files(base_location, folder) -> None:
+    """Copy the base model's processor files beside trained or exported weights, so the model reads images as
+    it was trained to wherever it is loaded from."""
+    import shutil
+
+    for name in PROCESSOR_FILES:
+        if (Path(base_location) / name).is_file():
+            shutil.copy2(Path(base_location) / name, Path(folder) / name)
+
+
 def vision_model_type(location) -> str | None:
     """The model_type of a vision-language model folder, None for a text-only model (or a hub id)."""
     config_file = Path(location) / "config.json"

@@ -85,7 +85,9 @@ def build_run(config: RunConfig) -> Run:
 def run_to_the_end(run: Run) -> Path:
     """Train, then save the weights, the loss plot and the run's card."""
     from tunesmith.dist.deepspeed import full_state_dict
+    from tunesmith.model.load import resolve_source
     from tunesmith.model.save import save_trained
+    from tunesmith.model.vision import save_processor_files
     from tunesmith.run_card import write_run_card
     from tunesmith.train.plot import plot_loss
 
@@ -95,6 +97,7 @@ def run_to_the_end(run: Run) -> Path:
     if accelerator.is_main_process:
         save_trained(accelerator.unwrap_model(run.trainer.model), run.tokenizer, run.template.source, run.run_dir,
                      weights)
+        save_processor_files(resolve_source(run.config.model).location, run.run_dir)
         plot_loss(run.run_dir)
         write_run_card(run.run_dir, run.config)
         accelerator.print(f"run saved in {run.run_dir}")
