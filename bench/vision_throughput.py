@@ -30,7 +30,8 @@ def main() -> None:
     import torch
 
     from conftest import LF_DATA
-    from tunesmith.config.schema import DataConfig, MethodConfig, ModelConfig
+    from tunesmith.config.method_kinds import parse_method
+    from tunesmith.config.schema import DataConfig, ModelConfig
     from tunesmith.data.dataset import load_records
     from tunesmith.data.media_render import IMAGES
     from tunesmith.data.template import ChatTemplate
@@ -59,7 +60,7 @@ def main() -> None:
     print(f"encode:  {images / encode_s:8.1f} images/s ({len(records)} records, {images} images)")
     print(f"collate: {images / collate_s:8.1f} images/s (pixels for every batch of {args.batch})")
 
-    model = apply_method(load_model(ModelConfig(path=str(folder), dtype="float32")), MethodConfig(kind="lora"))
+    model = apply_method(load_model(ModelConfig(path=str(folder), dtype="float32")), parse_method({}))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     times = []
     for batch, encoded in zip(collated[: args.steps + 1], batches):

@@ -10,15 +10,17 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" =
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     chromium chromium-driver fonts-wqy-microhei >/dev/null
 fi
-# llama.cpp judges the GGUF exports: node-llama-cpp's prebuilt CPU binary, installed outside the checkout
-# where tests/llama_cpp_judge.py looks for it. npm must reach its registry; a failure stops here.
+# llama.cpp judges the GGUF exports: node-llama-cpp's prebuilt CPU binary, installed once inside the venv
+# (never a home cache) and named to tests/llama_cpp_judge.py by TUNESMITH_NODE_LLAMA_CPP. npm must reach
+# its registry; a failure stops here.
 if ! command -v npm >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
-llama_cpp="${XDG_CACHE_HOME:-$HOME/.cache}/tunesmith-tests/node-llama-cpp-3.21.1"
-[ -f "$llama_cpp/node_modules/node-llama-cpp/package.json" ] ||
-  npm install --prefix "$llama_cpp" -E node-llama-cpp@3.21.1 --no-audit --no-fund
+export TUNESMITH_NODE_LLAMA_CPP="${TUNESMITH_NODE_LLAMA_CPP:-$(cd "${TUNESMITH_VENV:-.venv}" && pwd)/node-llama-cpp-3.21.1}"
+[ -f "$TUNESMITH_NODE_LLAMA_CPP/node_modules/node-llama-cpp/package.json" ] ||
+  npm install --prefix "$TUNESMITH_NODE_LLAMA_CPP" --cache "$TUNESMITH_NODE_LLAMA_CPP/npm-cache" \
+    -E node-llama-cpp@3.21.1 --no-audit --no-fund
 . "${TUNESMITH_VENV:-.venv}/bin/activate"
 export HF_HUB_OFFLINE=1
 exec python -m pytest -q "$@"

@@ -108,12 +108,14 @@ def tiny_run_config(model_dir: Path, data_dir: Path, out_dir: Path, **groups) ->
     """A raw config dict for a few fast steps on the tiny model; `groups` update the groups key by key."""
     config = {
         "model": {"path": str(model_dir)},
-        "method": {"kind": "lora", "lora": {"rank": 4, "alpha": 8}},
+        "method": {"kind": "lora", "rank": 4, "alpha": 8},
         "data": {"datasets": ["identity"], "dataset_dir": str(data_dir), "max_length": 128,
                  "vars": {"name": "Tuna", "author": "Acme"}},
         "train": {"output_dir": str(out_dir), "max_steps": 4, "batch_size": 4, "lr": 1e-3, "seed": 7,
                   "scheduler": "constant"},
     }
     for group, values in groups.items():
+        if "kind" in values and config.get(group, {}).get("kind") != values["kind"]:
+            config[group] = {}  # another kind of method or stage brings only its own settings
         config.setdefault(group, {}).update(values)
     return config

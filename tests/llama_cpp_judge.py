@@ -1,6 +1,10 @@
 """llama.cpp as the judge of our GGUF files: node-llama-cpp's prebuilt CPU binary, driven by
-tests/llama_cpp/judge.mjs. The package is installed outside the checkout, once, into the user cache
-(scripts/test.sh does it for CI); a test skips only when npm itself cannot reach its registry."""
+tests/llama_cpp/judge.mjs.
+
+Where the package lives: the folder named by TUNESMITH_NODE_LLAMA_CPP (scripts/test.sh installs it once,
+inside the venv, and passes that folder), else a folder in this test session's own cache (conftest points
+XDG_CACHE_HOME at a temporary folder), installed there on first use. Never the user's home caches. A test
+skips only when npm itself cannot reach its registry."""
 
 from __future__ import annotations
 
@@ -8,17 +12,23 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 PACKAGE = "node-llama-cpp@3.21.1"
 JUDGE = Path(__file__).with_name("llama_cpp") / "judge.mjs"
+LOCATION_VARIABLE = "TUNESMITH_NODE_LLAMA_CPP"
 
 
 def install_dir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "tunesmith-tests" / PACKAGE.replace("@", "-")
+    """The folder whose node_modules holds node-llama-cpp: the one CI names, else a session folder."""
+    named = os.environ.get(LOCATION_VARIABLE)
+    if named:
+        return Path(named)
+    session = os.environ.get("XDG_CACHE_HOME") or tempfile.gettempdir()
+    return Path(session) / "tunesmith-tests" / PACKAGE.replace("@", "-")
 
 
 def node_modules() -> Path:
@@ -31,13 +41,15 @@ def node_modules() -> Path:
         pytest.fail("node and npm are needed to judge GGUF files with llama.cpp; run scripts/test.sh or "
                     "apt-get install nodejs npm")
     folder.mkdir(parents=True, exist_ok=True)
-    install = subprocess.run(["npm", "install", "--prefix", str(folder), "-E", PACKAGE, "--no-audit", "--no-fund"],
-                             capture_output=True, text=True, timeout=600)
+    # npm's own download cache goes beside the package, not into ~/.npm
+    install = subprocess.run(["npm", "install", "--prefix", str(folder), "--cache", str(folder / "npm-cache"),
+                              "-E", PACKAGE, "--no-audit", "--no-fund"], capture_output=True, text=True, timeout=600)
     if install.returncode != 0:
-        reachable = subprocess.run(["npm", "ping"], capture_output=True, timeout=60).returncode == 0
+        reachable = subprocess.run(["npm", "ping", "--cache", str(folder / "npm-cache")], capture_output=True,
+                                   timeout=60).returncode == 0
         if not reachable:
             pytest.skip(f"npm cannot reach its registry to install {PACKAGE} (llama.cpp)")
-        pytest.fail(f"npm install {PACKAGE} failed: {install.stderr[-2000:]}")
+        pytest.fail(f"npm install {PACKAGE} into {folder} failed: {install.stderr[-2000:]}")
     return modules
 
 

@@ -35,7 +35,7 @@ def run_config(model_dir, method: dict, dtype="bfloat16", precision="bf16", **tr
 
 
 def test_lora_bf16_estimate_matches_the_hand_computed_numbers(config_only_dir):
-    estimate = estimate_memory(validate_config(run_config(config_only_dir, {"kind": "lora", "lora": {"rank": 8}})))
+    estimate = estimate_memory(validate_config(run_config(config_only_dir, {"kind": "lora", "rank": 8})))
 
     h, i, kv, vocab, tokens = 64, 128, 32, 1000, 2 * 32
     base = 2 * vocab * h + 2 * (h * h + 2 * h * kv + h * h + 3 * h * i + 2 * h) + h
@@ -78,13 +78,14 @@ def test_accumulation_and_checkpointing_change_the_peak_as_documented(config_onl
 def test_4bit_weights_match_what_bitsandbytes_stores(tmp_path):
     from transformers import LlamaForCausalLM
 
-    from tunesmith.config.schema import MethodConfig, ModelConfig
+    from tunesmith.config.method_kinds import parse_method
+    from tunesmith.config.schema import ModelConfig
     from tunesmith.model.load import load_model
     from tunesmith.model.methods import apply_method
 
     LlamaForCausalLM(llama_config()).save_pretrained(tmp_path / "model", safe_serialization=True)
     model = load_model(ModelConfig(path=str(tmp_path / "model"), dtype="float32", quantization_bit=4))
-    model = apply_method(model, MethodConfig(kind="qlora"))  # the estimate counts the adapter too
+    model = apply_method(model, parse_method(dict(kind="qlora")))  # the estimate counts the adapter too
     measured = 0
     for param in model.parameters():
         measured += param.numel() * param.element_size()
@@ -118,17 +119,17 @@ def saved_activation_bytes(model, ids: torch.Tensor, mask: torch.Tensor, autocas
 @pytest.mark.parametrize("method, dtype", [
     ({"kind": "full"}, "float32"),
     ({"kind": "full"}, "bfloat16"),
-    ({"kind": "lora", "lora": {"rank": 8}}, "float32"),
-    ({"kind": "lora", "lora": {"rank": 8, "targets": ["q_proj", "v_proj"], "dropout": 0.1}}, "float32"),
-    ({"kind": "lora", "lora": {"rank": 8, "dora": True}}, "float32"),
-    ({"kind": "freeze", "freeze": {"layers": 1}}, "float32"),
+    ({"kind": "lora", "rank": 8}, "float32"),
+    ({"kind": "lora", "rank": 8, "targets": ["q_proj", "v_proj"], "dropout": 0.1}, "float32"),
+    ({"kind": "lora", "rank": 8, "dora": True}, "float32"),
+    ({"kind": "freeze", "layers": 1}, "float32"),
 ])
 def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
     """Weights, gradients and AdamW states exactly; saved activations (a padded batch, under the plan's
     autocast) within 5%. The model is prepared as training prepares it."""
     from transformers import LlamaForCausalLM
 
-    from tunesmith.config.schema import MethodConfig
+    from tunesmith.config.method_kinds import parse_method
     from tunesmith.model.methods import apply_method
     from tunesmith.model.precision import keep_trainable_in_master, training_plan
 
@@ -139,7 +140,7 @@ def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
     estimate = estimate_memory(config)
     plan = training_plan(config, "cpu")
     model = apply_method(LlamaForCausalLM.from_pretrained(tmp_path / "model", dtype=plan.load_dtype),
-                         MethodConfig.model_validate(method))
+                         parse_method(method))
     keep_trainable_in_master(model, plan)
     ids = torch.randint(0, SHAPE["vocab_size"], (2, 32))
     mask = torch.ones_like(ids)
@@ -156,7 +157,7 @@ def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
     assert estimate.optimizer == sum(t.nbytes for t in states)
     # DoRA's measured saved tensors varied between whole-suite runs (1.19 MB and 1.31 MB for this very
     # config), depending on what peft had cached; the other methods measure the same every run.
-    tolerance = 0.12 if method.get("lora", {}).get("dora") else 0.05
+    tolerance = 0.12 if method.get("dora") else 0.05
     assert estimate.activations == pytest.approx(activations, rel=tolerance)
 
 

@@ -29,3 +29,28 @@ def test_example_config_validates_and_its_data_loads(path, monkeypatch):
     records = load_records(config.data, stage.record_kind)
 
     assert records, f"{path.name}: no records from {config.data.datasets}"
+
+
+def _readme_yaml_blocks() -> list[tuple[str, str]]:
+    """(where, text) of every ```yaml block in the README and the examples' READMEs."""
+    import re
+
+    readmes = [REPO / "README.md", *sorted((REPO / "examples").rglob("*.md"))]
+    return [(f"{path.relative_to(REPO)}#{number}", block) for path in readmes
+            for number, block in enumerate(re.findall(r"```yaml\n(.*?)```", path.read_text(encoding="utf-8"), re.S))]
+
+
+def test_the_readme_shows_a_config():
+    assert any(where.startswith("README.md") for where, _ in _readme_yaml_blocks())
+
+
+@pytest.mark.parametrize("where, block", _readme_yaml_blocks(), ids=[where for where, _ in _readme_yaml_blocks()])
+def test_readme_config_snippet_is_valid_under_the_schema(where, block):
+    import yaml
+
+    from tunesmith.config import validate_config
+    from tunesmith.config.migrate import old_spellings
+
+    raw = yaml.safe_load(block)
+    assert old_spellings(raw) == [], f"{where} uses the old layout"
+    validate_config(raw, source=where)

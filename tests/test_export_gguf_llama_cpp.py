@@ -19,9 +19,10 @@ TEXTS = ["Hello world, this is plain ASCII.", "你好，世界！今天天气很
          "def add(a, b):\n    return a + b  # code\n", "   three leading spaces\tand a tab", " one leading space"]
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "你好"]
 NEW_TOKENS = 16
-# Random tiny models have near-flat logits: compare only where HF's top-1 is clear. Not 1e-3: llama.cpp's
-# f32 CPU kernels sum in another order than PyTorch, and a Qwen2 step with a 1.2e-3 margin flipped.
-MARGIN = 5e-3
+# Random tiny models have near-flat logits: compare only where HF's top-1 is clear. 1e-3 holds once
+# judge.mjs turns flash attention off (with it a Qwen2 step with a 1.2e-3 margin flipped: it rounds K and V
+# to f16); f32 kernels summing in another order than PyTorch move logits far less.
+MARGIN = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +30,13 @@ def llama_cpp():
     return node_modules()
 
 
-def write_gguf_for(folder: Path, kind: str, out_dir: Path) -> Path:
+def write_gguf_for(folder: Path, kind: str, out_dir: Path, tokenizer=None) -> Path:
     from transformers import AutoTokenizer
 
     from tunesmith.data.template import ChatTemplate
     from tunesmith.export.gguf_file import write_gguf
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
     template = ChatTemplate(tokenizer, template_name(tokenizer))
     out_dir.mkdir(parents=True, exist_ok=True)
     return write_gguf(folder, out_dir / f"model-{kind}.gguf", kind, tokenizer, template.source,
@@ -48,14 +49,19 @@ def special_text(tokenizer) -> str:
     return f"{specials[0]}user says hi{''.join(specials[1:])}and more"
 
 
-def hf_tokens(tokenizer, text: str) -> list[int]:
+def splits_like_sentencepiece(tokenizer) -> bool:
+    """Whether llama.cpp starts every stretch between special tokens with SentencePiece's "▁" prefix."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())  # seconds for a 150k vocabulary: once per tokenizer
+    return vocab_kind(spec) == "llama" and adds_space_prefix(spec)
+
+
+def hf_tokens(tokenizer, text: str, sentencepiece: bool) -> list[int]:
     """The HF tokenizer's ids for `text` as llama.cpp should produce them. For a SentencePiece-style
     vocabulary llama.cpp, like SentencePiece, starts each stretch of text between special tokens as a new
     text with its "▁" prefix, even one that begins with a space; transformers 5's Metaspace skips the
     prefix before a leading space, and with prepend_scheme "first" after special tokens too. So each
     stretch is tokenized alone, a leading space doubled: the string SentencePiece splits."""
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    if not (vocab_kind(spec) == "llama" and adds_space_prefix(spec)):
+    if not sentencepiece:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     specials = sorted(tokenizer.all_special_tokens, key=len, reverse=True)
     ids = []
@@ -71,8 +77,8 @@ def greedy_with_margins(model, prompt: list[int], steps: int) -> tuple[list[int]
     """HF's greedy tokens and, for each, how far its logit is above the runner-up's."""
     ids, tokens, margins = list(prompt), [], []
     with torch.no_grad():
-        for _ in range(steps):
-            logits = model(torch.tensor([ids])).logits[0, -1]
+        for _ in range(steps):  # the head only on the last position: a 150k vocabulary makes it the cost
+            logits = model(torch.tensor([ids]), logits_to_keep=1).logits[0, -1]
             top = torch.topk(logits, 2)
             tokens.append(int(top.indices[0]))
             margins.append(float(top.values[0] - top.values[1]))
@@ -93,13 +99,14 @@ def test_llama_cpp_tokenizes_and_continues_like_hf(family, llama_cpp, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = build_family(family, tmp_path / "hf")
-    gguf = write_gguf_for(folder, "f32", tmp_path / "gguf")
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    gguf = write_gguf_for(folder, "f32", tmp_path / "gguf", tokenizer)
     texts = [*TEXTS, special_text(tokenizer)]
     prompts = [tokenizer(text)["input_ids"] for text in PROMPTS]
     answer = judge(llama_cpp, gguf, texts, prompts, NEW_TOKENS)
+    sentencepiece = splits_like_sentencepiece(tokenizer)
     for text, got in zip(texts, answer["tokens"]):
-        assert got == hf_tokens(tokenizer, text), f"tokenization of {text!r}"
+        assert got == hf_tokens(tokenizer, text, sentencepiece), f"tokenization of {text!r}"
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     compared = 0
     for prompt, got in zip(prompts, answer["continuations"]):
@@ -107,3 +114,4 @@ def test_llama_cpp_tokenizes_and_continues_like_hf(family, llama_cpp, tmp_path):
         compared += compared_prefix(expected, margins, got)
     print(f"{family}: {compared} greedy tokens compared with llama.cpp")
     assert compared >= NEW_TOKENS, f"only {compared} tokens had a clear top-1; the check would prove little"
+

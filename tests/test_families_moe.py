@@ -86,11 +86,11 @@ def test_router_loss_is_weighted_by_each_micro_batch_target_tokens(moe_dir, load
 def test_lora_reaches_the_fused_expert_weights_and_merges(moe_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tunesmith.config.schema import MethodConfig
+    from tunesmith.config.method_kinds import parse_method
     from tunesmith.model.methods import apply_method
 
-    method = MethodConfig.model_validate({"kind": "lora", "lora": {
-        "rank": 4, "targets": ["q_proj"], "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]}})
+    method = parse_method({"kind": "lora", "rank": 4, "targets": ["q_proj"],
+                           "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]})
     model = apply_method(AutoModelForCausalLM.from_pretrained(moe_dir, dtype=torch.float32), method)
     ids = torch.tensor([[3, 14, 15, 92, 65, 35]])
     model(input_ids=ids, labels=ids).loss.backward()

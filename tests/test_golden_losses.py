@@ -23,9 +23,9 @@ RTOL = 1e-4
 
 METHOD_SETTINGS = {
     "full": {"kind": "full"},
-    "freeze": {"kind": "freeze", "freeze": {"layers": 1}},
-    "lora": {"kind": "lora", "lora": {"rank": 4, "alpha": 8, "targets": "all-linear"}},
-    "qlora": {"kind": "qlora", "lora": {"rank": 4, "alpha": 8, "targets": "all-linear"}},
+    "freeze": {"kind": "freeze", "layers": 1},
+    "lora": {"kind": "lora", "rank": 4, "alpha": 8, "targets": "all-linear"},
+    "qlora": {"kind": "qlora", "rank": 4, "alpha": 8, "targets": "all-linear"},
 }
 STAGE_DATA = {
     "pt": {"datasets": ["wiki_demo"], "max_samples": 8},

@@ -82,7 +82,7 @@ def test_sft_first_step_loss_matches_a_hand_labelled_forward(options, smollm2, s
                                                                         "formatting": "openai"}}))
     run_dir = train(validate_config({
         "model": {"path": str(smollm2_dir), "dtype": "float32"},
-        "method": {"kind": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}},
+        "method": {"kind": "lora", "rank": 4, "alpha": 8, "dropout": 0.0},
         "data": {"datasets": ["golden"], "dataset_dir": str(tmp_path), "max_length": 256, **options},
         "train": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "batch_size": 2, "precision": "fp32"},
     }))

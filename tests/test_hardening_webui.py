@@ -13,28 +13,22 @@ from tunesmith.config.path_marker import path_fields
 from tunesmith.errors import TunesmithError
 from tunesmith.path_guard import PathGuard
 
-# The issue's list of path fields (stage.ppo.reward_model moves to stage.reward_model when the stage is flattened).
+# The issue's list of path fields, and stage.reward_model (ppo's reward model run folder).
 NAMED_IN_THE_ISSUE = {"model.path", "model.gguf_file", "data.dataset_dir", "data.cache_dir", "train.output_dir",
-                      "train.resume", "dist.deepspeed.config_file", "export.out", "eval.benchmark_dir", "model.template"}
+                      "train.resume", "dist.deepspeed.config_file", "export.out", "eval.benchmark_dir",
+                      "model.template", "stage.reward_model"}
 PATH_WORDS = ("path", "dir", "file", "out", "run", "resume", "adapter", "reward_model", "template", "datasets")
 
 
-def _string_fields(model, prefix=""):
-    from tunesmith.config.path_marker import _groups
+def _string_fields(model):
+    from tunesmith.config.fields import schema_fields
 
-    for name, info in model.model_fields.items():
-        groups = _groups(info.annotation)
-        if groups:
-            for group in groups:
-                yield from _string_fields(group, f"{prefix}{name}.")
-        elif "str" in str(info.annotation):
-            yield f"{prefix}{name}"
+    return [spec.path for spec in schema_fields(model) if spec.kind in ("text", "yaml")]
 
 
 def test_every_path_like_field_of_the_schema_is_marked():
     marked = path_fields(RunConfig)
     assert NAMED_IN_THE_ISSUE <= set(marked)
-    assert any(name.endswith("reward_model") for name in marked)
     path_like = {name for name in _string_fields(RunConfig) if any(w in name.rsplit(".", 1)[-1] for w in PATH_WORDS)}
     assert path_like - set(marked) == set(), "a path field without a PathField mark would slip past the guard"
 

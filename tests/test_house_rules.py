@@ -103,6 +103,23 @@ def test_the_package_has_no_import_cycle():
     assert not found, "import cycles: " + "; ".join(" <-> ".join(component) for component in found)
 
 
+# Lower layers never import upper ones: each layer's modules may import only these of the package's layers.
+LOWER_LAYERS = {"config": {"config", "errors", "path_guard", "user_dirs", "env", "durable", "run_folder"},
+                "data": {"data", "config", "errors", "user_dirs", "env", "durable", "path_guard", "run_folder"}}
+# The LLaMA-Factory translation maps template names through data's table, a module that imports only errors.
+ALLOWED_UPWARD = {("tunesmith.config.llamafactory", "tunesmith.data.template_names")}
+
+
+def test_lower_layers_never_import_upper_ones():
+    def layer(module: str) -> str:
+        return module.split(".")[1]
+
+    wrong = [f"{source} imports {target}" for source, targets in import_graph().items() for target in targets
+             if layer(source) in LOWER_LAYERS and layer(target) not in LOWER_LAYERS[layer(source)]
+             and (source, target) not in ALLOWED_UPWARD]
+    assert not wrong, "layering: " + "; ".join(wrong)
+
+
 def test_no_function_is_over_60_lines():
     long = [f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
             for path in PACKAGE.rglob("*.py")

@@ -53,7 +53,7 @@ def tiny_llama():
 
 
 def test_swapped_modules_compute_what_the_originals_did_and_lora_still_finds_the_linears():
-    from tunesmith.config.schema import MethodConfig
+    from tunesmith.config.method_kinds import parse_method
     from tunesmith.model.methods import apply_method
 
     model = tiny_llama()
@@ -68,7 +68,7 @@ def test_swapped_modules_compute_what_the_originals_did_and_lora_still_finds_the
     assert sum(isinstance(m, torch.nn.Linear) for m in model.modules()) == linears
     with torch.no_grad():
         assert torch.allclose(model(input_ids=ids).logits, expected, atol=1e-5)
-    lora = apply_method(model, MethodConfig(kind="lora", lora={"rank": 2}))
+    lora = apply_method(model, parse_method(dict(kind="lora", rank=2)))
     adapted = {name.split(".")[-1] for name, module in lora.named_modules() if hasattr(module, "lora_A")}
     assert {"gate_proj", "up_proj", "down_proj", "q_proj"} <= adapted
 

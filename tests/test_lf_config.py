@@ -38,7 +38,7 @@ def test_a_llamafactory_yaml_loads_as_the_same_run(tmp_path):
     assert config.model.path == "meta-llama/Meta-Llama-3-8B-Instruct" and config.model.trust_remote_code
     assert config.model.template == "llama3" and config.model.dtype == "bfloat16"
     assert config.method.kind == "lora"
-    assert (config.method.lora.rank, config.method.lora.alpha, config.method.lora.targets) == (8, 16, "all-linear")
+    assert (config.method.rank, config.method.alpha, config.method.targets) == (8, 16, "all-linear")
     assert config.stage.kind == "sft"
     assert config.data.datasets == ["identity", "alpaca_en_demo"]
     assert (config.data.max_length, config.data.max_samples, config.data.val_size) == (2048, 1000, 0.1)
@@ -84,16 +84,16 @@ def test_llamafactory_defaults_are_kept_where_ours_differ():
     assert config["train"]["batch_size"] == 8 and config["train"]["lr"] == 5e-5
     assert config["train"]["scheduler"] == "linear" and config["train"]["precision"] == "fp32"
     assert config["model"]["dtype"] == "float32" and config["train"]["gradient_checkpointing"] is True
-    assert config["method"]["lora"]["alpha"] == 16  # 2 x the default rank 8
+    assert config["method"]["alpha"] == 16  # 2 x the default rank 8
 
 
 @pytest.mark.parametrize("extra, expected", [
     ({"quantization_bit": 4, "quantization_type": "fp4"}, {"kind": "qlora"}),
     ({"finetuning_type": "freeze", "freeze_trainable_layers": 3, "freeze_extra_modules": "embed_tokens"},
-     {"kind": "freeze", "freeze": {"layers": 3, "modules": ["embed_tokens"]}}),
+     {"kind": "freeze", "layers": 3, "modules": ["embed_tokens"]}),
     ({"lora_target": "q_proj,v_proj", "lora_rank": 16, "use_dora": True, "additional_target": "embed_tokens"},
-     {"kind": "lora", "lora": {"targets": ["q_proj", "v_proj"], "rank": 16, "alpha": 32, "dora": True,
-                               "modules_to_save": ["embed_tokens"]}}),
+     {"kind": "lora", "targets": ["q_proj", "v_proj"], "rank": 16, "alpha": 32, "dora": True,
+      "modules_to_save": ["embed_tokens"]}),
 ])
 def test_methods_translate(extra, expected):
     method = translate({"model_name_or_path": "m", "dataset": "d", **extra}).config["method"]
@@ -129,3 +129,15 @@ def test_convert_config_refuses_a_native_yaml(tmp_path, capsys):
 
     assert main(["convert-config", str(native)]) == 2
     assert "not a LLaMA-Factory training YAML" in capsys.readouterr().err
+
+
+def test_keys_of_another_kind_have_no_effect_and_are_said_so():
+    from tunesmith.config import validate_config
+
+    translation = translate({"model_name_or_path": "m", "dataset": "identity", "stage": "sft",
+                             "finetuning_type": "full", "lora_rank": 8, "pref_loss": "ipo"})
+
+    assert "rank" not in translation.config["method"] and "preference_loss" not in translation.config["stage"]
+    assert "lora_rank" in translation.no_effect and "method.kind lora, qlora" in translation.no_effect["lora_rank"]
+    assert "pref_loss" in translation.no_effect and "lora_target" not in translation.no_effect
+    validate_config(translation.config)

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from tunesmith.config.schema import MethodConfig, ModelConfig, RunConfig
+from tunesmith.config.method_kinds import parse_method
+from tunesmith.config.schema import ModelConfig, RunConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.model.estimate import build_meta_model
 from tunesmith.model.methods import apply_method, count_parameters
@@ -24,8 +25,8 @@ def small_llama(layers: int = 3):
                                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2))
 
 
-def method(**settings) -> MethodConfig:
-    return MethodConfig.model_validate(settings)
+def method(**settings):
+    return parse_method(settings)
 
 
 def trainable_names(model) -> set[str]:
@@ -37,7 +38,7 @@ def test_mistral_7b_lora_r8_count_on_the_meta_device():
 
     config = MistralConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                            num_key_value_heads=8, vocab_size=32000)
-    model = apply_method(build_meta_model(config, torch.bfloat16), method(kind="lora", lora={"rank": 8}))
+    model = apply_method(build_meta_model(config, torch.bfloat16), method(kind="lora", rank=8))
 
     count = count_parameters(model)
 
@@ -47,7 +48,7 @@ def test_mistral_7b_lora_r8_count_on_the_meta_device():
 
 
 def test_freeze_trains_exactly_the_last_layers():
-    model = apply_method(small_llama(), method(kind="freeze", freeze={"layers": 2}))
+    model = apply_method(small_llama(), method(kind="freeze", layers=2))
 
     expected = {f"model.layers.{i}.{name}" for i in (1, 2) for name, _ in small_llama(1).model.layers[0].named_parameters()}
     assert trainable_names(model) == expected
@@ -56,7 +57,7 @@ def test_freeze_trains_exactly_the_last_layers():
 
 
 def test_freeze_named_modules_only():
-    model = apply_method(small_llama(), method(kind="freeze", freeze={"layers": 0, "modules": ["embed_tokens", "layers.0.mlp"]}))
+    model = apply_method(small_llama(), method(kind="freeze", layers=0, modules=["embed_tokens", "layers.0.mlp"]))
 
     assert trainable_names(model) == {"model.embed_tokens.weight", "model.layers.0.mlp.gate_proj.weight",
                                       "model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.down_proj.weight"}
@@ -68,16 +69,16 @@ def test_freeze_named_modules_only():
 ])
 def test_freeze_rejects_what_the_model_does_not_have(settings, message):
     with pytest.raises(TunesmithError, match=message):
-        apply_method(small_llama(), method(kind="freeze", freeze=settings))
+        apply_method(small_llama(), method(kind="freeze", **settings))
 
 
 def test_freeze_that_trains_nothing_is_a_config_error():
     with pytest.raises(ValueError, match="trains nothing"):
-        method(kind="freeze", freeze={"layers": 0})
+        method(kind="freeze", layers=0)
 
 
 def test_lora_count_matches_the_naive_formula_and_peft():
-    model = apply_method(small_llama(), method(kind="lora", lora={"rank": 4, "targets": ["q_proj", "down_proj"]}))
+    model = apply_method(small_llama(), method(kind="lora", rank=4, targets=["q_proj", "down_proj"]))
 
     # per layer: q (64 -> 64) and down (128 -> 64): r * (in + out) each
     assert count_parameters(model).trainable == 3 * 4 * ((64 + 64) + (128 + 64))
@@ -85,8 +86,8 @@ def test_lora_count_matches_the_naive_formula_and_peft():
 
 
 def test_rslora_and_dora_reach_the_adapter():
-    plain = apply_method(small_llama(), method(kind="lora", lora={"rank": 4, "alpha": 8}))
-    rs = apply_method(small_llama(), method(kind="lora", lora={"rank": 4, "alpha": 8, "rslora": True, "dora": True}))
+    plain = apply_method(small_llama(), method(kind="lora", rank=4, alpha=8))
+    rs = apply_method(small_llama(), method(kind="lora", rank=4, alpha=8, rslora=True, dora=True))
     q_plain = plain.base_model.model.model.layers[0].self_attn.q_proj
     q_rs = rs.base_model.model.model.layers[0].self_attn.q_proj
 
@@ -100,19 +101,19 @@ def test_rslora_and_dora_reach_the_adapter():
 
 def test_modules_to_save_trains_a_full_copy():
     lora = {"rank": 4, "targets": ["q_proj"]}
-    base = count_parameters(apply_method(small_llama(), method(kind="lora", lora=lora))).trainable
-    model = apply_method(small_llama(), method(kind="lora", lora={**lora, "modules_to_save": ["embed_tokens"]}))
+    base = count_parameters(apply_method(small_llama(), method(kind="lora", **lora))).trainable
+    model = apply_method(small_llama(), method(kind="lora", **{**lora, "modules_to_save": ["embed_tokens"]}))
 
     assert count_parameters(model).trainable == base + 300 * 64
 
 
 @pytest.mark.parametrize("lora, message", [
-    ({"targets": ["qq_proj"]}, "method.lora.targets"),
+    ({"targets": ["qq_proj"]}, "method.targets"),
     ({"modules_to_save": ["embed_tokenz"]}, "'embed_tokenz' matches no module"),
 ])
 def test_lora_names_that_match_nothing_are_errors(lora, message):
     with pytest.raises(TunesmithError, match=message):
-        apply_method(small_llama(), method(kind="lora", lora=lora))
+        apply_method(small_llama(), method(kind="lora", **lora))
 
 
 def test_qlora_and_quantization_must_come_together():
@@ -135,8 +136,8 @@ def test_qlora_on_cpu_quantizes_the_base_and_trains_only_the_adapter(tmp_path, b
     small_llama().save_pretrained(tmp_path, safe_serialization=True)
     model_config = ModelConfig(path=str(tmp_path), dtype="float32", quantization_bit=bits)
     settings = {"rank": 4, "targets": "all-linear"}
-    model = apply_method(load_model(model_config), method(kind="qlora", lora=settings))
-    reference = apply_method(small_llama(), method(kind="lora", lora=settings))
+    model = apply_method(load_model(model_config), method(kind="qlora", **settings))
+    reference = apply_method(small_llama(), method(kind="lora", **settings))
 
     q_proj = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
     assert isinstance(q_proj, bnb.nn.Linear4bit if bits == 4 else bnb.nn.Linear8bitLt)

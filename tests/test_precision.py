@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunesmith.config.schema import MethodConfig
+from tunesmith.config.method_kinds import parse_method
 from tunesmith.errors import TunesmithError
 from tunesmith.model.methods import apply_method
 from tunesmith.model.precision import DeviceCaps, keep_trainable_in_master, plan_precision
@@ -61,7 +61,7 @@ def tiny_model(dtype):
 
 def test_trainable_parameters_become_float32_masters_including_modules_to_save_copies():
     plan = plan_precision("auto", "auto", "lora", AMPERE)
-    lora = MethodConfig(kind="lora", lora={"rank": 4, "modules_to_save": ["lm_head"]})
+    lora = parse_method(dict(kind="lora", rank=4, modules_to_save=["lm_head"]))
     model = apply_method(tiny_model(plan.load_dtype), lora)
     keep_trainable_in_master(model, plan)
 
@@ -90,7 +90,7 @@ def unchanged_fraction(model, step) -> float:
 def test_full_bf16_plan_updates_the_weights_where_pure_bf16_rounds_the_step_away():
     """AdamW's first step moves each weight by about lr; below half a bf16 ulp the bf16 weight does not move."""
     plan = plan_precision("auto", "auto", "full", AMPERE)
-    model = apply_method(tiny_model(plan.load_dtype), MethodConfig(kind="full"))
+    model = apply_method(tiny_model(plan.load_dtype), parse_method(dict(kind="full")))
     keep_trainable_in_master(model, plan)
     mixed = unchanged_fraction(model, lambda m: one_step(m, plan.autocast))
     pure = unchanged_fraction(tiny_model(torch.bfloat16), lambda m: one_step(m, None))
@@ -115,14 +115,14 @@ def test_fp16_full_run_keeps_float32_grads_that_the_scaler_can_unscale():
 
     with pytest.raises(ValueError, match="FP16 gradients"):
         scaled_step(tiny_model(torch.float16))
-    model = apply_method(tiny_model(plan.load_dtype), MethodConfig(kind="full"))
+    model = apply_method(tiny_model(plan.load_dtype), parse_method(dict(kind="full")))
     keep_trainable_in_master(model, plan)
     scaled_step(model)
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("method", [{"kind": "full"}, {"kind": "freeze", "freeze": {"layers": 1}},
-                                    {"kind": "lora", "lora": {"rank": 4, "modules_to_save": ["lm_head"]}}])
+@pytest.mark.parametrize("method", [{"kind": "full"}, {"kind": "freeze", "layers": 1},
+                                    {"kind": "lora", "rank": 4, "modules_to_save": ["lm_head"]}])
 def test_training_preparation_follows_the_plan(tiny_model_dir, tmp_path, method):
     """The training command's model (train/model_setup.py) under bf16 autocast: float32 masters, bf16 frozen."""
     from types import SimpleNamespace

@@ -29,7 +29,8 @@ def nf4_round_trip(model) -> None:
 def test_qlora_loss_before_training_is_the_bitsandbytes_round_trip_loss(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunesmith.config.schema import MethodConfig, ModelConfig
+    from tunesmith.config.method_kinds import parse_method
+    from tunesmith.config.schema import ModelConfig
     from tunesmith.model.load import load_model
     from tunesmith.model.methods import apply_method
     from tunesmith.train.stages import get_stage
@@ -39,7 +40,7 @@ def test_qlora_loss_before_training_is_the_bitsandbytes_round_trip_loss(tiny_mod
 
     config = ModelConfig(path=str(tiny_model_dir), dtype="float32", quantization_bit=4, quantization_type="nf4",
                          double_quantization=True)
-    qlora = apply_method(load_model(config, "cpu"), MethodConfig(kind="qlora"))
+    qlora = apply_method(load_model(config, "cpu"), parse_method(dict(kind="qlora")))
     stage = get_stage("pt")
     with torch.no_grad():
         summed, _ = stage.loss(qlora, batch)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tunesmith.config.schema import GrpoConfig
+from tunesmith.config.stage_kinds import GrpoStageConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.train.rewards import build_rewards, needed_columns, score_completions
 from tunesmith.train.rewards.builtin import accuracy, final_answer, format_reward, length_reward
@@ -36,7 +36,7 @@ def test_final_answer_prefers_hashes_then_boxed_then_last_number():
 
 
 def test_format_matches_the_whole_completion():
-    reward = format_reward(GrpoConfig().format_pattern)
+    reward = format_reward(GrpoStageConfig().format_pattern)
     texts = ["We add.\n#### 4", "#### 4 is the answer", "4", "Steps\nmore steps\n####  1,234"]
     assert reward([PROMPT] * 4, texts) == [1.0, 0.0, 0.0, 1.0]
     think = format_reward(r"<think>.*</think>\s*<answer>.*</answer>")
@@ -51,7 +51,7 @@ def test_length_is_dapos_soft_overlong_penalty():
 
 
 def grpo(**settings):
-    return GrpoConfig(**settings)
+    return GrpoStageConfig(**settings)
 
 
 def test_weights_and_sum(tmp_path):
@@ -126,7 +126,7 @@ def test_a_reward_that_cannot_be_found_is_a_clear_error(tmp_path, spec, message)
 
 def test_weights_must_match_functions():
     with pytest.raises(ValueError, match="2 weights for 1 reward_funcs"):
-        GrpoConfig(reward_funcs=["accuracy"], reward_weights=[1.0, 2.0])
+        GrpoStageConfig(reward_funcs=["accuracy"], reward_weights=[1.0, 2.0])
 
 
 def test_reading_a_config_never_runs_its_reward_code(tmp_path):
@@ -137,9 +137,9 @@ def test_reading_a_config_never_runs_its_reward_code(tmp_path):
     marker = tmp_path / "ran"
     (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\ndef f(p, c, **k):\n    return [0.0]\n")
     raw = {"model": {"path": "m"}, "data": {"datasets": ["d"]}, "train": {"batch_size": 8},
-           "stage": {"kind": "grpo", "grpo": {"reward_funcs": [f"{tmp_path}/evil.py:f"]}}}
+           "stage": {"kind": "grpo", "reward_funcs": [f"{tmp_path}/evil.py:f"]}}
     (tmp_path / "config.yaml").write_text(dump_config(validate_config(raw)))
-    assert load_config(tmp_path / "config.yaml").stage.grpo.reward_funcs == [f"{tmp_path}/evil.py:f"]
+    assert load_config(tmp_path / "config.yaml").stage.reward_funcs == [f"{tmp_path}/evil.py:f"]
     assert not marker.exists()
 
 
@@ -159,7 +159,7 @@ def test_the_web_ui_never_trains_with_reward_code(tmp_path):
 
     raw = {"model": {"path": "m"}, "data": {"datasets": ["d"]},
            "train": {"batch_size": 8, "output_dir": str(tmp_path / "run")},
-           "stage": {"kind": "grpo", "grpo": {"reward_funcs": ["accuracy", f"{tmp_path}/mine.py:score"]}}}
+           "stage": {"kind": "grpo", "reward_funcs": ["accuracy", f"{tmp_path}/mine.py:score"]}}
     with pytest.raises(TunesmithError, match="the web UI does not run reward code"):
         start_training(SimpleNamespace(), validate_config(raw))
     assert not (tmp_path / "run").exists()

@@ -29,9 +29,9 @@ def gsm8k_dir(tmp_path):
 
 
 def grpo_config(model_dir, data_dir, out_dir, grpo=None, data=None, method=None, **train):
-    settings = {"num_generations": 2, "max_new_tokens": 5, "reward_funcs": ["accuracy", "format", "length"],
-                "overlong_buffer": 2, **(grpo or {})}
-    return tiny_run_config(model_dir, data_dir, out_dir, stage={"kind": "grpo", "grpo": settings},
+    settings = {"num_generations": 2, "sampling": {"max_new_tokens": 5},
+                "reward_funcs": ["accuracy", "format", "length"], "overlong_buffer": 2, **(grpo or {})}
+    return tiny_run_config(model_dir, data_dir, out_dir, stage={"kind": "grpo", **settings},
                            data={"datasets": ["gsm8k"], "cache": False, **(data or {})},
                            train={"max_steps": 2, "batch_size": 4, **train}, **({"method": method} if method else {}))
 
@@ -99,20 +99,20 @@ def test_no_reference_model_when_beta_is_zero(tiny_model_dir, tmp_path):
     for beta, has_reference in ((0.0, False), (0.1, True)):
         (tmp_path / str(beta)).mkdir()
         stage, *_ = build(tiny_model_dir, tmp_path / str(beta), records,
-                          {"kind": "grpo", "grpo": {"num_generations": 2, "beta": beta}})
+                          {"kind": "grpo", "num_generations": 2, "beta": beta})
         assert (stage.reference is not None) == has_reference
 
 
 def test_each_completion_draws_from_its_own_stream(tiny_model_dir):
     """The same prompt index, step and generation give the same completion alone or beside other prompts."""
-    from tunesmith.config.schema import GrpoConfig
+    from tunesmith.config.stage_kinds import GrpoStageConfig
     from tunesmith.model.load import load_model, load_tokenizer
     from tunesmith.config.schema import ModelConfig
     from tunesmith.train.stages.grpo_rollout import sample_completions
 
     config = ModelConfig(path=str(tiny_model_dir))
     model, tokenizer = load_model(config).eval(), load_tokenizer(config)
-    grpo = GrpoConfig(num_generations=3, max_new_tokens=6)
+    grpo = GrpoStageConfig(num_generations=3, sampling={"max_new_tokens": 6})
     prompt_a, prompt_b = [1, 2, 3, 4], [5, 6, 7, 8]
     together = sample_completions(model, tokenizer, [prompt_a, prompt_b], [0, 7], grpo, 1, 3, [0])
     alone = sample_completions(model, tokenizer, [prompt_b], [7], grpo, 1, 3, [0])
@@ -201,8 +201,8 @@ def test_an_rm_run_folder_is_a_reward(tiny_model_dir, reward_run, tmp_path):
     from tunesmith.data.records import Conversation
 
     records = [Conversation([user(f"Say something about {i}."), assistant("ok")]) for i in range(4)]
-    settings = {"num_generations": 2, "max_new_tokens": 4, "reward_funcs": [str(reward_run)]}
-    stage, trainer, *_ = build(tiny_model_dir, tmp_path, records, {"kind": "grpo", "grpo": settings})
+    settings = {"num_generations": 2, "sampling": {"max_new_tokens": 4}, "reward_funcs": [str(reward_run)]}
+    stage, trainer, *_ = build(tiny_model_dir, tmp_path, records, {"kind": "grpo", **settings})
     trainer.run()
     logged = read_metrics(tmp_path / "run")
     assert all(math.isfinite(record[f"reward/{reward_run}"]) for record in logged)
@@ -216,10 +216,10 @@ def test_an_rm_run_folder_is_a_reward(tiny_model_dir, reward_run, tmp_path):
 
 
 def test_resuming_cuts_the_samples_later_steps_wrote(tmp_path):
-    from tunesmith.config.schema import StageConfig
+    from tunesmith.config.stage_kinds import GrpoStageConfig
     from tunesmith.train.stages.grpo import GrpoStage
 
-    stage = GrpoStage(StageConfig(kind="grpo"))
+    stage = GrpoStage(GrpoStageConfig())
     stage.samples_path = tmp_path / "samples.jsonl"
     stage.samples_path.write_text('{"step": 1}\n{"step": 2}\n')
     at_checkpoint = stage.state_dict()

@@ -43,8 +43,8 @@ def wide_model_dir(tmp_path_factory, smollm2_dir):
     return build_tiny_model(tmp_path_factory.mktemp("wide"), smollm2_dir, hidden_size=64, intermediate_size=128)
 
 
-def ppo_settings(reward_run, **ppo):
-    return {"kind": "ppo", "ppo": {"reward_model": str(reward_run), "max_new_tokens": 6, **ppo}}
+def ppo_settings(reward_run, max_new_tokens=6, **ppo):
+    return {"kind": "ppo", "reward_model": str(reward_run), "sampling": {"max_new_tokens": max_new_tokens}, **ppo}
 
 
 def test_ppo_refuses_gradient_accumulation(tiny_model_dir, reward_run, tmp_path):

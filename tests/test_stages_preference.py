@@ -104,7 +104,7 @@ def test_reward_model_separates_a_toy_set(tiny_model_dir, tmp_path):
 
 
 COMBINATIONS = [(knobs, method) for knobs in ({"kind": "rm"}, {"kind": "dpo"}, {"kind": "kto"}) for method in METHODS]
-COMBINATIONS += [({"kind": "dpo", "loss": loss}, "lora") for loss in ("ipo", "hinge", "orpo", "simpo")]
+COMBINATIONS += [({"kind": "dpo", "preference_loss": loss}, "lora") for loss in ("ipo", "hinge", "orpo", "simpo")]
 if importlib.util.find_spec("bitsandbytes") is not None:
     COMBINATIONS += [({"kind": kind}, "qlora") for kind in ("rm", "dpo", "kto")]
 

@@ -42,7 +42,7 @@ def _take_a_step(model, optimizer, scheduler):
     optimizer.zero_grad()
 
 
-@pytest.mark.parametrize("method", [{"kind": "lora", "lora": {"rank": 4, "alpha": 8}}, {"kind": "full"}])
+@pytest.mark.parametrize("method", [{"kind": "lora", "rank": 4, "alpha": 8}, {"kind": "full"}])
 def test_checkpoint_restores_weights_optimizer_and_schedule(tiny_model_dir, identity_dir, tmp_path, method):
     model, optimizer, scheduler = _setup(tiny_model_dir, identity_dir, tmp_path, method)
     _take_a_step(model, optimizer, scheduler)
@@ -109,13 +109,11 @@ def test_neftune_noise_is_bounded_and_only_in_training(tiny_model_dir):
 
 @pytest.mark.parametrize("option", [{"scheduler": "reduce_lr_on_plateau"}, {"early_stopping_patience": 2}])
 def test_eval_driven_options_need_a_validation_split(tiny_model_dir, identity_dir, tmp_path, option):
-    from tunesmith.train.run import check_train_options
-
-    config = validate_config(tiny_run_config(tiny_model_dir, identity_dir, tmp_path, train=option))
+    raw = tiny_run_config(tiny_model_dir, identity_dir, tmp_path, train=option)
     with pytest.raises(TunesmithError, match="data.val_size"):
-        check_train_options(config)
-    config.data.val_size = 0.1
-    check_train_options(config)
+        validate_config(raw)
+    raw["data"]["val_size"] = 0.1
+    validate_config(raw)
 
 
 def test_a_missing_metric_sink_package_is_named(tmp_path):

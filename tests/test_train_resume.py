@@ -48,7 +48,7 @@ def _kill_when(process: subprocess.Popen, ready, timeout: float = 240) -> None:
 def _run_config(tiny_model_dir, identity_dir, out_dir, **train):
     # Dropout and NEFTune both draw random numbers every step, so RNG restoration is exercised too.
     return tiny_run_config(tiny_model_dir, identity_dir, out_dir,
-                           method={"kind": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.1}},
+                           method={"kind": "lora", "rank": 4, "alpha": 8, "dropout": 0.1},
                            train={"max_steps": 12, "scheduler": "cosine", "warmup_steps": 2, "neftune_alpha": 5.0,
                                   "precision": "fp32", **train})
 

@@ -14,7 +14,7 @@ from tunesmith.train.metrics import read_metrics
 STEPS, SAVE_AT = 6, 3
 METHODS = {
     # LoRA dropout draws random numbers every step, so RNG restoration is exercised too.
-    "lora": {"kind": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.1}},
+    "lora": {"kind": "lora", "rank": 4, "alpha": 8, "dropout": 0.1},
     "full": {"kind": "full"},
 }
 

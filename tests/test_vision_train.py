@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import LF_DATA
-from tunesmith.config.schema import DataConfig, MethodConfig, ModelConfig
+from tunesmith.config.method_kinds import parse_method
+from tunesmith.config.schema import DataConfig, ModelConfig
 from tunesmith.data.dataset import load_records
 from tunesmith.data.template import IGNORE
 from tunesmith.train.stages.sft import SftStage
@@ -76,7 +77,7 @@ def test_the_vision_tower_and_projector_are_frozen_unless_asked(vl_dir, kind):
 
     def trained(**vision):
         model = load_model(ModelConfig(path=str(vl_dir), dtype="float32"))
-        names = trainable_names(apply_method(model, MethodConfig(kind=kind, vision=vision)))
+        names = trainable_names(apply_method(model, parse_method({"kind": kind, "vision": vision})))
         return ([n for n in names if ".visual." in n and ".merger." not in n], [n for n in names if ".merger." in n],
                 [n for n in names if ".visual." not in n])
 
@@ -97,7 +98,7 @@ def lora_run(vl_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vl-run")
     config = validate_config({
         "model": {"path": str(vl_dir), "dtype": "float32"},
-        "method": {"kind": "lora", "lora": {"rank": 4, "alpha": 8}, "vision": {"train_projector": True}},
+        "method": {"kind": "lora", "rank": 4, "alpha": 8, "vision": {"train_projector": True}},
         "data": {"datasets": ["mllm_demo"], "dataset_dir": str(LF_DATA), "max_length": 256,
                  "cache_dir": str(tmp / "cache")},
         "train": {"output_dir": str(tmp / "run"), "max_steps": 2, "batch_size": 2, "lr": 1e-2, "seed": 7,
@@ -190,4 +191,4 @@ def test_qwen2_5_vl_batches_packs_and_freezes_its_tower_like_qwen2_vl(tmp_path):
     torch.testing.assert_close(batched, singles, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(packed, batched, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(naive, batched, rtol=1e-5, atol=1e-4)
-    assert not [name for name in trainable_names(apply_method(model, MethodConfig(kind="lora"))) if ".visual." in name]
+    assert not [name for name in trainable_names(apply_method(model, parse_method({}))) if ".visual." in name]

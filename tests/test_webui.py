@@ -31,28 +31,42 @@ def _leaf_paths(value, prefix=""):
         yield prefix
 
 
-def _config(tmp_path) -> RunConfig:
-    raw = tiny_run_config(tmp_path / "model", tmp_path / "data", tmp_path / "out",
-                          method={"lora": {"rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}})
+KINDS = [({"kind": "lora", "rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}, {"kind": "sft"}),
+         ({"kind": "full"}, {"kind": "dpo", "preference_loss": "ipo"}),
+         ({"kind": "freeze", "layers": 1}, {"kind": "kto"}),
+         ({"kind": "full"}, {"kind": "ppo", "reward_model": "rm-run"}), ({"kind": "full"}, {"kind": "pt"}),
+         ({"kind": "lora"}, {"kind": "grpo", "num_generations": 2}), ({"kind": "lora"}, {"kind": "rm"})]
+
+
+def _config(tmp_path, method=KINDS[0][0], stage=KINDS[0][1]) -> RunConfig:
+    raw = tiny_run_config(tmp_path / "model", tmp_path / "data", tmp_path / "out", method=method, stage=stage)
     raw["eval"] = {"task": "mmlu", "benchmark_dir": str(tmp_path)}
     return validate_config(raw)
 
 
-def test_every_config_field_has_a_form_field(tmp_path):
-    dumped = _config(tmp_path).model_dump(mode="json")
-    assert {spec.path for spec in schema_fields(RunConfig)} == set(_leaf_paths(dumped))
+@pytest.mark.parametrize("method, stage", KINDS)
+def test_every_config_field_of_the_chosen_kinds_has_a_form_field(tmp_path, method, stage):
+    from tunesmith.webui.schema_fields import applies
+
+    dumped = _config(tmp_path, method, stage).model_dump(mode="json")
+    kinds = {"method": method["kind"], "stage": stage["kind"]}
+    assert {spec.path for spec in schema_fields(RunConfig) if applies(spec, kinds)} == set(_leaf_paths(dumped))
 
 
-def test_form_values_round_trip_to_the_same_config(tmp_path):
-    config = _config(tmp_path)
+def test_every_kind_is_covered():
+    assert {method["kind"] for method, _ in KINDS} | {"qlora"} == {"lora", "qlora", "full", "freeze"}
+    assert {stage["kind"] for _, stage in KINDS} == {"sft", "pt", "rm", "dpo", "kto", "ppo", "grpo"}
+
+
+@pytest.mark.parametrize("method, stage", KINDS)
+def test_form_values_round_trip_to_the_same_config(tmp_path, method, stage):
+    """The form holds a widget for every kind's fields; only the chosen kinds' reach the config."""
+    from tunesmith.config.paths import get_path
+
+    config = _config(tmp_path, method, stage)
     specs = schema_fields(RunConfig)
     dumped = config.model_dump(mode="json")
-    values = {}
-    for spec in specs:
-        node = dumped
-        for part in spec.path.split("."):
-            node = node[part]
-        values[spec.path] = to_form_value(spec, node)
+    values = {spec.path: to_form_value(spec, get_path(dumped, spec.path, spec.default)) for spec in specs}
     assert validate_config(build_raw_config(specs, values)) == config
 
 
@@ -229,6 +243,24 @@ def test_the_page_has_a_widget_for_every_training_field(tmp_path):
     assert wanted - ids == set()
 
 
+def test_choosing_a_kind_shows_its_fields_with_its_own_defaults():
+    pytest.importorskip("gradio")
+    from tunesmith.webui.forms import ConfigForm
+
+    form = ConfigForm(schema_fields(RunConfig))
+    for spec in form.specs:
+        form.add(spec, object())  # the updates depend on the fields only, not on the widgets
+
+    def updates(kind):
+        return dict(zip((spec.path for spec in form.union_fields("stage")), form.kind_updates("stage", kind)))
+
+    grpo, dpo = updates("grpo"), updates("dpo")
+    assert (grpo["stage.beta"]["value"], dpo["stage.beta"]["value"]) == (0.0, 0.1)
+    assert grpo["stage.sampling.max_new_tokens"]["value"] == 256 and grpo["stage.sampling.max_new_tokens"]["visible"]
+    assert not grpo["stage.preference_loss"]["visible"] and dpo["stage.preference_loss"]["visible"]
+    assert not any(update["visible"] for update in updates("sft").values())
+
+
 def _wait(job, timeout: float = 300) -> None:
     job.process.wait(timeout=timeout)
     deadline = time.monotonic() + 10
@@ -285,7 +317,7 @@ def test_saved_arguments_load_back_as_the_same_config(tmp_path, identity_dir):
     ctx = WebuiContext.create(tmp_path / "runs", allowed_roots=[tmp_path, identity_dir])
     (tmp_path / "model").mkdir()
     values = {"model.path": str(tmp_path / "model"), "data.dataset_dir": str(identity_dir),
-              "data.datasets": ["identity"], "train.lr": 3e-4, "method.lora.targets": "[q_proj, v_proj]"}
+              "data.datasets": ["identity"], "train.lr": 3e-4, "method.targets": "[q_proj, v_proj]"}
     config = train_actions.build_run_config(ctx, values, "saved")
     path = train_actions.save_arguments(ctx, config, str(tmp_path / "args.yaml"))
     assert validate_config(train_actions.load_arguments(ctx, str(path))) == config

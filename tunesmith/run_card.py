@@ -50,10 +50,10 @@ def training_table(config) -> str:
             ("method", config.method.kind), ("stage", config.stage.kind),
             ("data", ", ".join(config.data.datasets)), ("max length", config.data.max_length)]
     if config.method.kind in ("lora", "qlora"):
-        lora = config.method.lora
+        lora = config.method
         rows.append(("lora", f"rank {lora.rank}, alpha {lora.alpha}, dropout {lora.dropout}, targets {lora.targets}"))
     if config.method.kind == "freeze":
-        rows.append(("trained layers", f"last {config.method.freeze.layers}"))
+        rows.append(("trained layers", f"last {config.method.layers}"))
     train = config.train.model_dump()
     rows += [(name.replace("_", " "), train[name]) for name in _HYPERPARAMETERS if train.get(name) is not None]
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {key} | `{value}` |" for key, value in rows)

@@ -36,12 +36,12 @@ def read_run_config(run_dir: Path, named_by: str = "--run", trust_remote_code: b
     """The RunConfig saved in `run_dir`; `named_by` is the option the user named the folder with. Its
     model.trust_remote_code is the caller's `trust_remote_code`, never the saved file's (config/trust.py);
     `how` tells the user how to give it when the folder needs it."""
-    from tunesmith.config import load_config
+    from tunesmith.config import load_saved_config
     from tunesmith.config.trust import saved_model_config
 
     if not is_run_folder(run_dir):
         raise TunesmithError(f"{run_dir} is not a tunesmith run folder (no {CONFIG_FILE}); check {named_by}")
-    config = load_config(config_path(run_dir))
+    config = load_saved_config(config_path(run_dir))
     config.model = saved_model_config(config.model, config_path(run_dir), trust_remote_code, how)
     return config
 

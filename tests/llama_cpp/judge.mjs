@@ -21,6 +21,7 @@ for (const prompt of request.prompts) {
   const context = await model.createContext({
     contextSize: 256, batchSize: 256, threads: 2,
     experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32", // f16 would round what f32 files keep
+    flashAttention: false, // llama.cpp's flash attention casts an f32 cache to f16 first
   });
   const sequence = context.getSequence();
   const generated = [];

@@ -16,7 +16,7 @@ def run_preview(args) -> int:
     import sys
 
     from tunesmith.config import load_config
-    from tunesmith.data.preview import prepare_for_preview, preview_lines
+    from tunesmith.train.preview import prepare_for_preview, preview_lines
 
     tokenizer, prepared = prepare_for_preview(load_config(args.config, args.overrides))
     for line in preview_lines(tokenizer, prepared, args.n, args.json, color=sys.stdout.isatty()):

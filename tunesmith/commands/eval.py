@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tunesmith.commands.options import add_model_arguments
-from tunesmith.commands.schema_flags import add_group_flags, flag_values
+from tunesmith.commands.schema_flags import add_group_flags, flag_values, merged
 
 MODEL_FLAGS = ("run", "adapter")  # eval fields whose flags add_model_arguments defines, with the same meaning
 BENCHMARKS = ("mmlu", "ceval", "cmmlu")
@@ -51,7 +51,7 @@ def _from_config(args):
     config = load_config(args.config, args.overrides)
     if config.eval is None and args.task is None:
         raise TunesmithError(f"{args.config} has no eval: group; add one (eval: {{task: mmlu, ...}}) or pass --task")
-    values = {**(config.eval.model_dump() if config.eval else {}), **_flag_values(args)}
+    values = merged(config.eval.model_dump() if config.eval else {}, _flag_values(args))
     if args.data or args.dataset:
         if values.get("task") not in BENCHMARKS or args.dataset:
             raise TunesmithError("with a CONFIG, predict and loss read the config's data group; set data.datasets "

@@ -69,8 +69,22 @@ def add_group_flags(parser: argparse.ArgumentParser, group, only: tuple[str, ...
 
 
 def flag_values(args: argparse.Namespace, specs: list[FieldSpec]) -> dict:
-    """The fields whose flags were given, by field name."""
-    return {spec.name: getattr(args, spec.name) for spec in specs if getattr(args, spec.name) is not None}
+    """The fields whose flags were given, nested as in the group (--temperature sets sampling.temperature)."""
+    from tunesmith.config.paths import set_path
+
+    values: dict = {}
+    for spec in specs:
+        if getattr(args, spec.name) is not None:
+            set_path(values, spec.path.split(".", 1)[1], getattr(args, spec.name))
+    return values
+
+
+def merged(base: dict, flags: dict) -> dict:
+    """`base` (a group's values) with the given flags on top, nested groups merged key by key."""
+    result = dict(base)
+    for key, value in flags.items():
+        result[key] = merged(result.get(key) or {}, value) if isinstance(value, dict) else value
+    return result
 
 
 def _help(spec: FieldSpec) -> str:

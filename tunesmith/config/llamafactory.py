@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tunesmith.config.paths import has_path, set_path
+from tunesmith.config.paths import get_path, has_path, set_path
 
 ALL_LINEAR = "all-linear"
 ATTENTION = {"auto": "auto", "sdpa": "sdpa", "fa2": "flash_attention_2", "disabled": "eager"}
@@ -72,27 +72,37 @@ def translate(raw: dict[str, Any]) -> Translation:
     for dotted, value in table["defaults"].items():
         if not has_path(result.config, dotted):
             result.set(dotted, value, f"(LLaMA-Factory default of {dotted})")
+    _drop_other_kinds(result)
     result.config = {group: result.config[group] for group in _group_order() if group in result.config}
     return result
 
 
 def field_exists(dotted: str) -> bool:
-    from pydantic import BaseModel
+    """Whether the schema has the field (under any kind of a tagged union)."""
+    return any(spec.path == dotted for spec in _fields())
 
+
+def _drop_other_kinds(result: Translation) -> None:
+    """LLaMA-Factory keeps every setting whatever the finetuning type or stage; ours exist only under their own
+    kind, so a key set for another kind (lora_rank with finetuning_type full) has no effect and is said so."""
+    chosen = {spec.group: get_path(result.config, spec.path, spec.default) for spec in _fields()
+              if spec.name == "kind" and "." not in spec.group}
+    for spec in _fields():
+        if not spec.union or chosen[spec.union] in spec.kinds or not has_path(result.config, spec.path):
+            continue
+        del get_path(result.config, spec.group)[spec.name]
+        for lf_key, target in list(result.applied.items()):
+            if target == spec.path:
+                del result.applied[lf_key]
+                result.no_effect[lf_key] = f"{spec.path} is a setting of {spec.union}.kind {', '.join(spec.kinds)}"
+
+
+@functools.cache
+def _fields() -> list:
+    from tunesmith.config.fields import schema_fields
     from tunesmith.config.schema import RunConfig
 
-    model: type[BaseModel] = RunConfig
-    parts = dotted.split(".")
-    for index, part in enumerate(parts):
-        info = model.model_fields.get(part)
-        if info is None:
-            return False
-        annotation = info.annotation
-        if index < len(parts) - 1:
-            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-                return False
-            model = annotation
-    return True
+    return schema_fields(RunConfig)
 
 
 def _method(raw: dict, result: Translation) -> None:
@@ -106,10 +116,12 @@ def _method(raw: dict, result: Translation) -> None:
     if kind == "lora" and raw.get("quantization_bit") is not None:
         kind = "qlora"
     result.set("method.kind", kind, "finetuning_type")
-    if kind in ("lora", "qlora") and raw.get("lora_alpha") is None:
-        result.set("method.lora.alpha", 2 * raw.get("lora_rank", 8), "lora_alpha")  # LLaMA-Factory: 2 x rank
+    if kind not in ("lora", "qlora"):
+        return
+    if raw.get("lora_alpha") is None:
+        result.set("method.alpha", 2 * raw.get("lora_rank", 8), "lora_alpha")  # LLaMA-Factory: 2 x rank
     target = raw.get("lora_target")
-    result.set("method.lora.targets", ALL_LINEAR if target in ("all", None) else _split(target), "lora_target")
+    result.set("method.targets", ALL_LINEAR if target in ("all", None) else _split(target), "lora_target")
 
 
 def _freeze(raw: dict, result: Translation) -> None:
@@ -117,11 +129,11 @@ def _freeze(raw: dict, result: Translation) -> None:
     if layers < 0:
         result.unsupported["freeze_trainable_layers"] = "training the first layers (a negative count) is not supported"
     else:
-        result.set("method.freeze.layers", layers, "freeze_trainable_layers")
+        result.set("method.layers", layers, "freeze_trainable_layers")
     modules = raw.get("freeze_trainable_modules", "all")
     if modules != "all":
         result.unsupported["freeze_trainable_modules"] = (
-            f"'{modules}': tunesmith trains whole layers; name extra modules in method.freeze.modules"
+            f"'{modules}': tunesmith trains whole layers; name extra modules in method.modules"
         )
 
 

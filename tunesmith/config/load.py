@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from tunesmith.config.fields import schema_fields
 from tunesmith.config.llamafactory import foreign_key_target
+from tunesmith.config.migrate import describe, migrate_saved, old_spellings
 from tunesmith.config.schema import RunConfig
 from tunesmith.errors import TunesmithError
 
@@ -23,6 +25,18 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), n
     raw = read_run_yaml(path, notify or _print_to_stderr)
     for item in overrides:
         apply_override(raw, item)
+    moves = old_spellings(raw)
+    if moves:
+        raise TunesmithError(f"{path}: keys in the old layout: {describe(moves)}")
+    return validate_config(raw, source=str(path))
+
+
+def load_saved_config(path: str | Path, notify=None) -> RunConfig:
+    """The config a run folder was trained with; one saved before method and stage became tagged unions is
+    moved to today's spelling, with a one-line note to `notify` (default: stderr)."""
+    raw, moved = migrate_saved(read_yaml(path))
+    if moved:
+        (notify or _print_to_stderr)(f"{path}: saved in an older layout; read with today's key names")
     return validate_config(raw, source=str(path))
 
 
@@ -90,30 +104,43 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
 
 
 def _describe(error: dict[str, Any]) -> str:
-    loc = ".".join(str(part) for part in error["loc"])
+    loc, kinds = _readable(error["loc"])
+    where = "".join(f" under {union}.kind {kind}" for union, kind in kinds.items())
     if error["type"] == "extra_forbidden":
-        return f"unknown key '{loc}'{_suggestion(error['loc'])}"
+        return f"unknown key '{loc}'{where}{_suggestion(loc, kinds)}"
     if error["type"] == "missing":
-        return f"'{loc}' is required; add it to the config"
-    return f"'{loc}': {error['msg']} (got {error.get('input')!r})"
+        return f"'{loc}' is required{where}; add it to the config"
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return f"'{loc}.kind': {error['msg']}"
+    return f"'{loc}'{where}: {error['msg']} (got {error.get('input')!r})"
 
 
-def _suggestion(loc: tuple) -> str:
-    """' (did you mean X?)' from the fields of the group that holds the unknown key."""
-    model: type[BaseModel] = RunConfig
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return ""
-        model = annotation
+def _readable(loc: tuple) -> tuple[str, dict[str, str]]:
+    """The dotted key of an error's location without the union tags pydantic puts in it ('stage.dpo.beta' is
+    stage.beta under kind dpo), and {union: kind} for the tags taken out."""
+    parts, kinds = [str(part) for part in loc], {}
+    tags = {spec.group: spec.choices for spec in schema_fields(RunConfig) if spec.name == "kind"}
+    if len(parts) > 1 and parts[1] in tags.get(parts[0], ()):
+        kinds[parts[0]] = parts.pop(1)
+    return ".".join(parts), kinds
+
+
+def _suggestion(loc: str, kinds: dict[str, str]) -> str:
+    """' (did you mean X?)' from the fields of the group (and kind) that holds the unknown key."""
+    group, _, key = loc.rpartition(".")
+    specs = [spec for spec in schema_fields(RunConfig) if spec.path.startswith(f"{group}.")]
+    elsewhere = [spec for spec in specs if spec.path == loc]
+    kind = kinds.get(group.split(".")[0])
+    here = [spec for spec in specs if not kind or not spec.kinds or kind in spec.kinds]
+    if elsewhere:
+        return f" (it is a setting of kind {', '.join(elsewhere[0].kinds)}; kind {kind} has no such setting)"
+    names = list(dict.fromkeys(spec.path[len(group) + 1:].split(".")[0] for spec in here))
     # LLaMA-Factory's names are the ones people most often bring (learning_rate for lr, ...).
-    alias = foreign_key_target(str(loc[-1])).rsplit(".", 1)[-1]
-    if alias in model.model_fields:
+    alias = foreign_key_target(key).rsplit(".", 1)[-1]
+    if alias in names:
         return f" (did you mean '{alias}'?)"
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.5)
-    known = ", ".join(model.model_fields)
-    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {known})"
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(names)})"
 
 
 def dump_config(config: RunConfig) -> str:

@@ -7,8 +7,6 @@ it is part of adding it, and a test fails for a path-like field left unmarked.
 
 from __future__ import annotations
 
-import inspect
-import typing
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,20 +26,8 @@ class PathField:
 
 
 def path_fields(model: type[BaseModel], prefix: str = "") -> dict[str, PathField]:
-    """Every marked field of `model` and its nested groups, by dotted path."""
-    found: dict[str, PathField] = {}
-    for name, info in model.model_fields.items():
-        dotted = f"{prefix}{name}"
-        marker = next((item for item in info.metadata if isinstance(item, PathField)), None)
-        if marker is not None:
-            found[dotted] = marker
-        for group in _groups(info.annotation):
-            found.update(path_fields(group, dotted + "."))
-    return found
+    """Every marked field of `model`, its nested groups and each kind of its tagged unions, by dotted path."""
+    from tunesmith.config.fields import schema_fields
 
-
-def _groups(annotation) -> list[type[BaseModel]]:
-    """The config groups an annotation holds, through unions, lists and Annotated."""
-    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [group for arg in typing.get_args(annotation) for group in _groups(arg)]
+    return {spec.path: marker for spec in schema_fields(model, prefix)
+            for marker in spec.metadata if isinstance(marker, PathField)}

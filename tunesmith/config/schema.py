@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from tunesmith.config.group import Group
+from tunesmith.config.method_kinds import DEFAULT_METHOD, LoraMethod, MethodConfig
 from tunesmith.config.path_marker import PathField
-
-
-class Group(BaseModel):
-    """Base of every config group: unknown keys are errors, never silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from tunesmith.config.sampling import SamplingConfig, sampling_field
+from tunesmith.config.stage_kinds import DEFAULT_STAGE, SftStageConfig, StageConfig
 
 
 class ModelConfig(Group):
@@ -51,187 +49,6 @@ class ModelConfig(Group):
     double_quantization: bool = Field(
         True, description="4-bit: also quantize the per-block scales, saving about 0.4 bits per weight."
     )
-
-
-class LoraConfig(Group):
-    rank: int = Field(8, ge=1, description="LoRA rank r.")
-    alpha: float = Field(16.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank.")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
-    targets: Union[Literal["all-linear"], list[str]] = Field(
-        "all-linear",
-        description="Modules to adapt: 'all-linear' (every linear layer but the output head) or a list of names.",
-    )
-    target_parameters: list[str] = Field(
-        default_factory=list,
-        description="Parameters (not modules) to adapt, by name or name ending, e.g. [mlp.experts.gate_up_proj, "
-        "mlp.experts.down_proj]: the fused 3-D expert weights of MoE models such as Qwen3-MoE.",
-    )
-    dora: bool = Field(False, description="DoRA: learn each weight's magnitude apart from its LoRA direction.")
-    rslora: bool = Field(False, description="rsLoRA: scale the update by alpha / sqrt(rank) instead of alpha / rank.")
-    modules_to_save: list[str] = Field(
-        default_factory=list,
-        description="Modules trained in full and saved beside the adapter, e.g. [embed_tokens, lm_head] after "
-        "adding tokens.",
-    )
-
-
-class FreezeConfig(Group):
-    layers: int = Field(
-        2, ge=0, description="Train the last N decoder layers (0: none); everything else stays frozen."
-    )
-    modules: list[str] = Field(
-        default_factory=list,
-        description="Also train the modules with these names or dotted name parts, e.g. [embed_tokens] or "
-        "[mlp]; with layers: 0 only these train.",
-    )
-
-    @model_validator(mode="after")
-    def _something_trains(self) -> "FreezeConfig":
-        if self.layers == 0 and not self.modules:
-            raise ValueError("method.freeze trains nothing: set layers >= 1 or name modules to train")
-        return self
-
-
-class VisionConfig(Group):
-    """Which parts of a vision-language model (Qwen2-VL, Qwen2.5-VL) train, for every method kind; ignored for
-    text-only models. The language model trains as the method says."""
-
-    train_tower: bool = Field(
-        False, description="Train the vision tower (the image encoder); frozen by default. With lora it gets "
-        "adapters on its linear layers too; with full / freeze its weights train."
-    )
-    train_projector: bool = Field(
-        False, description="Train the projector that maps image features into the language model (trained "
-        "whole, also saved beside a LoRA adapter); frozen by default."
-    )
-
-
-class MethodConfig(Group):
-    kind: Literal["lora", "qlora", "full", "freeze"] = Field(
-        "lora",
-        description="How weights are trained. full: all of them; freeze: the last layers / named modules; "
-        "lora: low-rank adapters; qlora: lora on a base quantized as model.quantization_bit says.",
-    )
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="Settings for kind: lora and qlora.")
-    freeze: FreezeConfig = Field(default_factory=FreezeConfig, description="Settings for kind: freeze.")
-    vision: VisionConfig = Field(default_factory=VisionConfig, description="Vision-language models: what trains "
-                                 "besides the language model (every kind).")
-
-
-class PpoConfig(Group):
-    reward_model: Annotated[str | None, PathField("read")] = Field(
-        None, description="Run folder of a finished `stage.kind: rm` run (weights or adapter + value_head.safetensors)."
-    )
-    max_new_tokens: int = Field(64, ge=1, description="Longest reply generated per prompt in a rollout.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts: keep this much probability mass.")
-    epochs: int = Field(4, ge=1, description="Optimizer passes over each rollout batch.")
-    clip_range: float = Field(0.2, gt=0, description="Clip of the policy ratio: 1 +- clip_range.")
-    value_clip_range: float = Field(0.2, gt=0, description="Clip of the value change from the rollout's values.")
-    value_coef: float = Field(0.1, ge=0, description="Weight of the value loss beside the policy loss.")
-    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty against the reference model.")
-    gamma: float = Field(1.0, ge=0, le=1, description="Discount of GAE.")
-    lam: float = Field(0.95, ge=0, le=1, description="Lambda of GAE.")
-    reward_norm: Literal["none", "batch", "running"] = Field(
-        "none", description="Normalise reward-model scores: by each rollout batch's mean/std, or by running ones."
-    )
-    reward_clip: float | None = Field(None, gt=0, description="Clip (normalised) scores to +-this; null: no clip.")
-    whiten_advantages: bool = Field(True, description="Whiten advantages (zero mean, unit std) over each batch.")
-
-
-class GrpoConfig(Group):
-    num_generations: int = Field(
-        8, ge=2, description="Completions sampled per prompt (the group size G); train.batch_size counts "
-        "completions, so it must be a multiple of G."
-    )
-    max_new_tokens: int = Field(256, ge=1, description="Longest completion; longer ones are cut (truncated).")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the completions.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the completions: keep this much mass.")
-    beta: float = Field(
-        0.0, ge=0, description="Weight of the KL penalty to the reference model (the k3 estimator). 0: no KL "
-        "term, and no reference model is loaded at all."
-    )
-    epsilon: float = Field(0.2, gt=0, lt=1, description="Lower clip of the importance ratio: 1 - epsilon.")
-    epsilon_high: float | None = Field(
-        None, gt=0, description="Upper clip of the ratio, 1 + epsilon_high (DAPO's clip-higher, e.g. 0.28); "
-        "null: epsilon."
-    )
-    num_iterations: int = Field(
-        1, ge=1, description="Optimizer updates per batch of completions (mu). Above 1 the rollout's log-probs "
-        "are kept as the old policy's; at 1 the ratio is exactly 1."
-    )
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field(
-        "dapo", description="How token losses are averaged. grpo: mean per completion, then over completions "
-        "(favours short correct answers); bnpo: token mean per micro-batch; dr_grpo: sum divided by "
-        "completions x max_new_tokens (no length bias); dapo: token mean over the whole step, all processes."
-    )
-    scale_rewards: Literal["group", "batch", "none"] = Field(
-        "group", description="Divide advantages (reward minus its group's mean) by the group's std, the "
-        "batch's std, or nothing (Dr. GRPO)."
-    )
-    mask_truncated_completions: bool = Field(
-        False, description="Completions cut at max_new_tokens take no part in the loss (DAPO)."
-    )
-    reward_funcs: list[str] = Field(
-        default_factory=lambda: ["accuracy"], description="Rewards, summed with reward_weights: built-ins "
-        "accuracy (final answer vs the data's answer), format (format_pattern matches), length (DAPO's soft "
-        "overlong penalty); 'path/to/file.py:function' (your own Python code, which `tunesmith train` runs); or "
-        "the folder of a finished rm run."
-    )
-    reward_weights: list[float] | None = Field(
-        None, description="One weight per reward function; null: 1 each."
-    )
-    format_pattern: str = Field(
-        r".*####\s*-?[\d,]*\.?\d+", description="The `format` reward's regex: 1 when the whole completion "
-        "matches ('.' also matches newlines). The default asks for a final '#### <number>' line."
-    )
-    overlong_buffer: int = Field(
-        32, ge=1, description="The `length` reward: completions longer than max_new_tokens - overlong_buffer "
-        "tokens are penalised linearly, down to -1 at max_new_tokens."
-    )
-    samples_per_step: int = Field(2, ge=0, description="Completions written to samples.jsonl each step.")
-
-    @model_validator(mode="after")
-    def _check_rewards(self) -> "GrpoConfig":
-        if not self.reward_funcs:
-            raise ValueError("stage.grpo.reward_funcs is empty; name at least one reward, e.g. [accuracy]")
-        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
-            raise ValueError(f"stage.grpo.reward_weights has {len(self.reward_weights)} weights for "
-                             f"{len(self.reward_funcs)} reward_funcs; give one weight per function")
-        if "length" in self.reward_funcs and self.overlong_buffer > self.max_new_tokens:
-            raise ValueError("stage.grpo.overlong_buffer is larger than max_new_tokens; make it smaller")
-        return self
-
-
-class StageConfig(Group):
-    kind: Literal["sft", "pt", "rm", "dpo", "kto", "ppo", "grpo"] = Field(
-        "sft",
-        description="sft: supervised fine-tuning on conversations; pt: continued pre-training on text; "
-        "rm: reward model on preference pairs; dpo: direct preference optimisation (and IPO, hinge, ORPO, "
-        "SimPO); kto: KTO on desirable/undesirable examples; ppo: PPO against a reward model; grpo: "
-        "group-relative policy optimisation with reward functions.",
-    )
-    beta: float = Field(0.1, gt=0, description="dpo/kto: strength of the KL anchor to the reference (SimPO: reward scale).")
-    loss: Literal["sigmoid", "ipo", "hinge", "orpo", "simpo"] = Field(
-        "sigmoid", description="dpo: the preference loss. orpo and simpo need no reference model."
-    )
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo sigmoid: assumed rate of flipped labels.")
-    simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin gamma.")
-    orpo_lambda: float = Field(0.1, gt=0, description="orpo: weight of the odds-ratio term beside the chosen NLL.")
-    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of desirable examples.")
-    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of undesirable examples.")
-    precompute_ref: bool = Field(
-        False, description="dpo/kto: compute reference log-probs once before training (dropout off), then drop them "
-        "from every step."
-    )
-    ppo: PpoConfig = Field(default_factory=PpoConfig, description="Settings for kind: ppo.")
-    grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="Settings for kind: grpo.")
-
-    @model_validator(mode="after")
-    def _check_ppo_reward_model(self) -> "StageConfig":
-        if self.kind == "ppo" and not self.ppo.reward_model:
-            raise ValueError("stage.ppo.reward_model is required for kind ppo; point it at a finished rm run folder")
-        return self
 
 
 class DataConfig(Group):
@@ -354,6 +171,10 @@ class TrainConfig(Group):
     )
 
 
+EVAL_SAMPLING = sampling_field(SamplingConfig, "predict: how replies are generated; its seed also seeds anything "
+                               "else random in eval.", max_new_tokens=128, temperature=0.0, seed=42)
+
+
 class EvalConfig(Group):
     task: Literal["mmlu", "ceval", "cmmlu", "predict", "loss"] = Field(
         description="mmlu / ceval / cmmlu: multiple-choice benchmark in that layout; predict: generate for the "
@@ -374,7 +195,6 @@ class EvalConfig(Group):
     max_samples: int | None = Field(
         None, ge=1, description="Score at most this many questions per subject (benchmarks) or samples (predict, loss)."
     )
-    seed: int = Field(42, description="Seed for sampling (predict with temperature > 0) and anything random.")
     out: Annotated[str | None, PathField("write")] = Field(
         None, description="Results JSON file; a table (.txt) and predictions go beside it. Default: "
         "RUN/eval/TASK.json for a run, else eval/TASK.json."
@@ -383,11 +203,10 @@ class EvalConfig(Group):
     run: Annotated[str | None, PathField("read")] = Field(
         None, description="Evaluate what this run folder trained (with its template) instead of model.path."
     )
-    max_new_tokens: int = Field(128, ge=1, description="predict: longest reply generated.")
-    temperature: float = Field(0.0, ge=0, description="predict: sampling temperature; 0 decodes greedily.")
+    sampling: EVAL_SAMPLING
     rewards: list[str] = Field(
         default_factory=list, description="predict: also score each reply with these reward functions, named as "
-        "in stage.grpo.reward_funcs (accuracy, format, length, or 'path/to/file.py:function', which runs that "
+        "in stage.reward_funcs (accuracy, format, length, or 'path/to/file.py:function', which runs that "
         "file's code); each one's mean is reported as reward/NAME."
     )
 
@@ -398,7 +217,7 @@ class EvalConfig(Group):
         return self
 
 
-GgufKind = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s",
+GgufKind = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_m",
                    "q5_1", "q5_0", "q4_1", "q4_0"]
 
 
@@ -436,6 +255,12 @@ class DeepSpeedConfig(Group):
         None, description="Your own DeepSpeed JSON; used as is instead of one generated from the settings above."
     )
 
+    @model_validator(mode="after")
+    def _offload_params_needs_zero3(self) -> "DeepSpeedConfig":
+        if self.offload_params and self.stage != 3 and not self.config_file:
+            raise ValueError("dist.deepspeed.offload_params needs stage 3; set dist.deepspeed.stage=3")
+        return self
+
 
 class FsdpConfig(Group):
     sharding: Literal["full_shard", "shard_grad_op", "hybrid_shard", "no_shard"] = Field(
@@ -462,13 +287,29 @@ class DistConfig(Group):
 
 class RunConfig(Group):
     model: ModelConfig
-    method: MethodConfig = Field(default_factory=MethodConfig)
-    stage: StageConfig = Field(default_factory=StageConfig)
+    method: MethodConfig = Field(
+        default_factory=LoraMethod, description="How weights are trained: kind lora, qlora, full or freeze, "
+        "with that kind's settings beside it, e.g. {kind: lora, rank: 16}."
+    )
+    stage: StageConfig = Field(
+        default_factory=SftStageConfig, description="What training optimises: kind sft, pt, rm, dpo, kto, ppo "
+        "or grpo, with that kind's settings beside it, e.g. {kind: dpo, beta: 0.1}."
+    )
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig | None = Field(None, description="What `tunesmith eval CONFIG` evaluates and how.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="What `tunesmith export` writes.")
     dist: DistConfig = Field(default_factory=DistConfig, description="Multi-process / multi-node training.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kinds(cls, raw):
+        """`method: {rank: 16}` is lora and `stage: {}` is sft, as when the group is left out."""
+        if isinstance(raw, dict):
+            for group, kind in (("method", DEFAULT_METHOD), ("stage", DEFAULT_STAGE)):
+                if isinstance(raw.get(group), dict) and "kind" not in raw[group]:
+                    raw = {**raw, group: {"kind": kind, **raw[group]}}
+        return raw
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> "RunConfig":
@@ -476,24 +317,41 @@ class RunConfig(Group):
             raise ValueError("data.val_size: a count must be a whole number; use a fraction below 1 or an integer")
         _check_quantization_matches_method(self.model, self.method)
         _check_grpo_batch(self.stage, self.train)
+        _check_eval_driven_options(self.train, self.data)
+        if self.data.packing and self.stage.kind not in PACKABLE_STAGES:
+            raise ValueError(f"data.packing works for the {' and '.join(PACKABLE_STAGES)} stages only, not for "
+                             f"{self.stage.kind}; set data.packing: false")
         return self
+
+
+PACKABLE_STAGES = ("pt", "sft")  # stages whose samples are one sequence each, so rows can hold several
+
+
+def _check_eval_driven_options(train: TrainConfig, data: DataConfig) -> None:
+    """Options that follow eval_loss only make sense with a validation split."""
+    needs_eval = {"train.scheduler reduce_lr_on_plateau": train.scheduler == "reduce_lr_on_plateau",
+                  "train.early_stopping_patience": train.early_stopping_patience is not None}
+    for option, used in needs_eval.items():
+        if used and not data.val_size:
+            raise ValueError(f"{option} follows eval_loss, so it needs a validation split; set data.val_size "
+                             "(e.g. 0.1) and train.eval_steps")
 
 
 def _check_grpo_batch(stage: StageConfig, train: TrainConfig) -> None:
     """grpo: a micro-batch holds whole groups, so train.batch_size (completions) must be a multiple of G."""
-    group = stage.grpo.num_generations
-    if stage.kind != "grpo" or train.batch_size % group == 0:
+    if stage.kind != "grpo" or train.batch_size % stage.num_generations == 0:
         return
+    group = stage.num_generations
     lower, upper = train.batch_size // group * group, (train.batch_size // group + 1) * group
     nearest = f"{lower} or {upper}" if lower else f"{upper}"
-    raise ValueError(f"train.batch_size {train.batch_size} is not a multiple of stage.grpo.num_generations "
+    raise ValueError(f"train.batch_size {train.batch_size} is not a multiple of stage.num_generations "
                      f"{group}: each micro-batch holds whole groups of completions; use train.batch_size "
                      f"{nearest}, or change num_generations")
 
 
 def _check_quantization_matches_method(model: ModelConfig, method: MethodConfig) -> None:
     if method.kind == "qlora" and model.quantization_bit is None:
-        raise ValueError("method.kind 'qlora' trains on a quantized base: set model.quantization_bit to 4 or 8")
+        raise ValueError("method.kind qlora trains on a quantized base: set model.quantization_bit to 4 or 8")
     if model.quantization_bit is not None and method.kind != "qlora":
         raise ValueError(
             f"model.quantization_bit is set but method.kind is '{method.kind}': quantized weights cannot be "

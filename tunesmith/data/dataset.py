@@ -15,8 +15,6 @@ from tunesmith.data.records import Encoded
 from tunesmith.data.registry import DatasetSpec, resolve_datasets
 from tunesmith.errors import TunesmithError
 
-PACKABLE_KINDS = ("conversation", "text")
-
 
 @dataclass
 class PreparedData:
@@ -83,9 +81,6 @@ def prepare_data(data: DataConfig, encode_many, record_kind: str, seed: int,
     from tunesmith.data.cache import ShardCache, cache_key
     from tunesmith.data.encoding import encode_records
 
-    if data.packing and record_kind not in PACKABLE_KINDS:
-        raise TunesmithError(f"data.packing works for the pt and sft stages only, not for {record_kind} data; "
-                             "set data.packing: false")
     specs = resolve_datasets(data.datasets, data.dataset_dir)
     cache = None
     if data.cache and fingerprint:

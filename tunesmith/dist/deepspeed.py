@@ -23,8 +23,6 @@ def deepspeed_config(settings: DeepSpeedConfig, train: TrainConfig, precision: s
         except json.JSONDecodeError as err:
             raise TunesmithError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
         return _check_accumulation(own, train, path)
-    if settings.offload_params and settings.stage != 3:
-        raise TunesmithError("dist.deepspeed.offload_params needs stage 3; set dist.deepspeed.stage=3")
     zero: dict = {"stage": settings.stage, "overlap_comm": True, "contiguous_gradients": True}
     if settings.offload_optimizer and settings.stage > 0:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}

@@ -37,14 +37,14 @@ def reward_means(rewards: list, pairs: list, predictions: list[str], tokenizer) 
     return {f"reward/{name}": float(torch.nanmean(values)) for name, values in per_function.items()}
 
 
-def evaluate_predictions(engine, conversations: list, batch_size: int = 8, max_new_tokens: int = 128,
-                         temperature: float = 0.0, out_dir: Path | None = None, rewards: list = ()) -> dict:
+def evaluate_predictions(engine, conversations: list, batch_size: int = 8, settings: GenerationSettings | None = None,
+                         out_dir: Path | None = None, rewards: list = ()) -> dict:
     """BLEU-4 / ROUGE of the generated replies, and the mean of each reward function over them; with out_dir,
     writes generated_predictions.jsonl there."""
     started = time.perf_counter()
     pairs = [prompt_and_reference(conversation) for conversation in conversations]
     lengths = [engine.count_tokens(messages) for messages, _ in pairs]
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature)
+    settings = settings or GenerationSettings(max_new_tokens=128, temperature=0.0)
     predictions = [""] * len(pairs)
     for batch in tqdm(length_sorted_batches(lengths, batch_size), desc="generating", unit="batch"):
         replies = engine.generate_batch([pairs[i][0] for i in batch], settings)

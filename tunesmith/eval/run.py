@@ -20,7 +20,8 @@ def run_eval(options: EvalConfig, model: ModelConfig | None, data: DataConfig | 
     from tunesmith.eval.report import save_results
     from tunesmith.infer.loader import load_engine
 
-    set_seed(options.seed)
+    if options.sampling.seed is not None:
+        set_seed(options.sampling.seed)
     engine = load_engine(
         model.path if model and not options.run else None, options.adapter, options.run,
         model.template if model else None, model.gguf_file if model else None,
@@ -53,8 +54,12 @@ def _run_task(engine, options: EvalConfig, data: DataConfig | None, stage_kind: 
         from tunesmith.data.dataset import load_records
         from tunesmith.eval.predict import evaluate_predictions
 
-        results = evaluate_predictions(engine, load_records(data), options.batch_size, options.max_new_tokens,
-                                       options.temperature, out_dir, _rewards(options))
+        from tunesmith.infer.settings import GenerationSettings
+
+        # The global seed (above) drives the sampling, as before there was a per-request seed.
+        settings = GenerationSettings(**options.sampling.model_dump(exclude={"seed"}))
+        results = evaluate_predictions(engine, load_records(data), options.batch_size, settings, out_dir,
+                                       _rewards(options))
         return results, metrics_table(f"predict ({results['samples']} samples)", results["metrics"])
     return _loss(engine, data, stage_kind, options)
 
@@ -63,10 +68,10 @@ def _rewards(options: EvalConfig) -> list:
     """The reward functions the user named for predict (their own files' code runs here, as they asked)."""
     if not options.rewards:
         return []
-    from tunesmith.config.schema import GrpoConfig
+    from tunesmith.config.stage_kinds import GrpoStageConfig
     from tunesmith.train.rewards import build_rewards
 
-    return build_rewards(GrpoConfig(reward_funcs=options.rewards), options.max_new_tokens)
+    return build_rewards(GrpoStageConfig(reward_funcs=options.rewards), options.sampling.max_new_tokens)
 
 
 def _loss(engine, data: DataConfig, stage_kind: str, options: EvalConfig):
@@ -77,7 +82,7 @@ def _loss(engine, data: DataConfig, stage_kind: str, options: EvalConfig):
 
     stage = get_stage(stage_kind)
     prepared = prepare_data(data, lambda records: stage.encode_many(records, engine.template, data),
-                            stage.record_kind, options.seed)
+                            stage.record_kind, options.sampling.seed or 0)  # val_size 0: no split to seed
     results = evaluate_loss(engine.model, stage, prepared.train, engine.tokenizer.pad_token_id, options.batch_size)
     title = f"loss ({results['samples']} samples, {results['tokens']} target tokens)"
     metrics = {key: value for key, value in results.items() if key not in ("samples", "tokens", "seconds")}

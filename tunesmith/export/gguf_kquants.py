@@ -1,9 +1,11 @@
-"""Encoders for llama.cpp's K-quant blocks (Q4_K, Q5_K, Q6_K), vectorised over every block of a tensor.
+"""Encoders for llama.cpp's K-quant blocks (Q3_K, Q4_K, Q5_K, Q6_K), vectorised over every block of a tensor.
 
 The `gguf` package decodes these formats but encodes none. Each encoder follows the search that llama.cpp's
 reference quantizer does (ggml-quants.c, `quantize_row_q*_K_ref`): per 32- or 16-wide sub-block, a scale
 (and for Q4_K / Q5_K an offset) chosen by a weighted least-squares search over a few candidate grids, then
 the sub-block scales themselves quantized to 6 or 8 bits against one float16 scale per 256-wide block.
+Q3_K's signed sub-block scales come from the same grid search as Q6_K's (llama.cpp refines them one value at
+a time instead, which does not vectorise; the error on its test data stays well inside its bound).
 Each function takes float32 rows whose length is a multiple of 256 and returns the packed bytes, one row of
 bytes per input row, as `gguf.quants.quantize` does for the simpler types.
 """
@@ -20,10 +22,10 @@ _EPS = 1e-15  # llama.cpp's GROUP_MAX_EPS: a sub-block this close to zero is sto
 
 
 def quantize_k(rows: np.ndarray, type_name: str) -> np.ndarray:
-    """Packed bytes of `rows` (..., n * 256) in the K-quant `type_name` ("Q4_K", "Q5_K" or "Q6_K")."""
+    """Packed bytes of `rows` (..., n * 256) in the K-quant `type_name` ("Q3_K", "Q4_K", "Q5_K", "Q6_K")."""
     from concurrent.futures import ThreadPoolExecutor
 
-    encoder = {"Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k}[type_name]
+    encoder = {"Q3_K": _q3_k, "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k}[type_name]
     shape = rows.shape
     blocks = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, QK_K)
     chunks = [blocks[start:start + _CHUNK_BLOCKS] for start in range(0, len(blocks), _CHUNK_BLOCKS)]
@@ -159,19 +161,50 @@ def _q6_k(x: np.ndarray) -> np.ndarray:
     blocks = x.shape[0]
     sub = x.reshape(blocks, 16, 16)
     scales = _symmetric_scale(np.ascontiguousarray(sub.reshape(-1, 16).T), 32).reshape(blocks, 16)
-    peak = scales[np.arange(blocks), np.abs(scales).argmax(axis=1)]
-    empty = np.abs(peak) < _EPS
-    iscale = np.where(empty, 0, -128 / np.where(empty, 1, peak))
-    d = _f16(np.where(empty, 0, 1 / np.where(iscale == 0, 1, iscale)))
-    ls = np.clip(np.rint(iscale[:, None] * scales), -128, 127).astype(np.int8)
-    step = (d.astype(np.float32)[:, None] * ls)[:, :, None]
-    level = np.where(step != 0, np.rint(sub / np.where(step != 0, step, 1)), 0)
-    level = (np.clip(level, -32, 31) + 32).astype(np.uint8).reshape(blocks, 2, 4, 32)
+    d, ls = _signed_block_scales(scales, 128)
+    level = _signed_levels(sub, d, ls, 32).reshape(blocks, 2, 4, 32)
     low = level & 0xF
     ql = np.concatenate([low[:, :, 0] | (low[:, :, 2] << 4), low[:, :, 1] | (low[:, :, 3] << 4)], axis=2)
     high = level >> 4
     qh = high[:, :, 0] | (high[:, :, 1] << 2) | (high[:, :, 2] << 4) | (high[:, :, 3] << 6)
     return np.concatenate([ql.reshape(blocks, 128), qh.reshape(blocks, 64), ls.view(np.uint8), _bytes(d)], axis=1)
+
+
+def _signed_block_scales(scales: np.ndarray, levels: int):
+    """The block's float16 factor d and each sub-block's signed integer scale (-levels..levels-1), with the
+    sub-block scale of largest magnitude mapped to -levels (llama.cpp's Q3_K and Q6_K)."""
+    blocks = scales.shape[0]
+    peak = scales[np.arange(blocks), np.abs(scales).argmax(axis=1)]
+    empty = np.abs(peak) < _EPS
+    iscale = np.where(empty, 0, -levels / np.where(empty, 1, peak))
+    d = _f16(np.where(empty, 0, 1 / np.where(iscale == 0, 1, iscale)))
+    ls = np.clip(np.rint(iscale[:, None] * scales), -levels, levels - 1).astype(np.int8)
+    return d, ls
+
+
+def _signed_levels(sub: np.ndarray, d: np.ndarray, ls: np.ndarray, nmax: int) -> np.ndarray:
+    """Each value's level, offset to 0..2*nmax-1, against the sub-block steps as the decoder computes them."""
+    step = (d.astype(np.float32)[:, None] * ls)[:, :, None]
+    level = np.where(step != 0, np.rint(sub / np.where(step != 0, step, 1)), 0)
+    return (np.clip(level, -nmax, nmax - 1) + nmax).astype(np.uint8)
+
+
+def _q3_k(x: np.ndarray) -> np.ndarray:
+    blocks = x.shape[0]
+    sub = x.reshape(blocks, 16, 16)
+    scales = _symmetric_scale(np.ascontiguousarray(sub.reshape(-1, 16).T), 4).reshape(blocks, 16)
+    d, ls = _signed_block_scales(scales, 32)
+    level = _signed_levels(sub, d, ls, 4).reshape(blocks, 8, 32)  # 0..7: bit 2 goes to hmask
+    hmask = np.bitwise_or.reduce((level >> 2) << np.arange(8, dtype=np.uint8)[None, :, None], axis=1)
+    low = (level & 3).reshape(blocks, 2, 4, 32)  # value 32k + i of each 128 in bits 2k of byte i
+    qs = np.bitwise_or.reduce(low << (2 * np.arange(4, dtype=np.uint8))[None, None, :, None], axis=2)
+    biased = (ls.astype(np.int16) + 32).astype(np.uint8)  # 6 bits: low nibbles, then the top two bits
+    packed = np.zeros((blocks, 12), dtype=np.uint8)
+    packed[:, :8] = (biased[:, :8] & 0xF) | ((biased[:, 8:] & 0xF) << 4)
+    tops = (biased >> 4).reshape(blocks, 4, 4)  # scale j's top bits in byte 8 + j % 4, at bit 2 * (j // 4)
+    packed[:, 8:] = np.bitwise_or.reduce(tops << (2 * np.arange(4, dtype=np.uint8))[None, :, None], axis=1)
+    return np.concatenate([hmask.astype(np.uint8), qs.reshape(blocks, 64).astype(np.uint8), packed, _bytes(d)],
+                          axis=1)
 
 
 def _column_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import re
 from tunesmith.errors import TunesmithError
 from tunesmith.export.gguf_vocab import gguf_tables
 
-K_TYPES = ("Q4_K", "Q5_K", "Q6_K")  # encoded by gguf_kquants; the gguf package encodes the others
+K_TYPES = ("Q3_K", "Q4_K", "Q5_K", "Q6_K")  # encoded by gguf_kquants; the gguf package encodes the others
 
 
 def quant_kind(kind: str) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunesmith.config.schema import MethodConfig
+from tunesmith.config.method_kinds import MethodConfig
 from tunesmith.errors import TunesmithError
 
 
@@ -32,7 +32,7 @@ def apply_method(model, method: MethodConfig):
         if method.kind == "full":
             model.requires_grad_(True)
         else:
-            model = _freeze_all_but(model, method.freeze.layers, method.freeze.modules)
+            model = _freeze_all_but(model, method.layers, method.modules)
         if is_vision_model(model):
             set_vision_trainable(model, method.vision.train_tower, method.vision.train_projector)
         return model
@@ -40,7 +40,7 @@ def apply_method(model, method: MethodConfig):
         from tunesmith.model.quantize import is_quantized
 
         if not is_quantized(model):
-            raise TunesmithError("method.kind 'qlora' needs a quantized base; set model.quantization_bit to 4 or 8")
+            raise TunesmithError("method.kind qlora needs a quantized base; set model.quantization_bit to 4 or 8")
     return _add_lora(model, method)
 
 
@@ -55,7 +55,7 @@ def _add_lora(model, method: MethodConfig):
 
     from tunesmith.model.vision import is_vision_model, lora_targets, projector_name
 
-    lora = method.lora
+    lora = method
     targets, to_save = lora.targets, list(lora.modules_to_save)
     if is_vision_model(model):
         if targets == "all-linear":
@@ -76,7 +76,7 @@ def _add_lora(model, method: MethodConfig):
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as err:
-        raise TunesmithError(f"method.lora.targets / target_parameters: {err}; name linear layers (or, in "
+        raise TunesmithError(f"method.targets / target_parameters: {err}; name linear layers (or, in "
                              "target_parameters, weights) of this model, or use all-linear") from None
     _check_modules_to_save(peft_model, to_save)
     return peft_model
@@ -90,7 +90,7 @@ def _check_modules_to_save(peft_model, names: list[str]) -> None:
     for name in names:
         if not any(_name_has_part(path, name) for path in wrapped):
             raise TunesmithError(
-                f"method.lora.modules_to_save: '{name}' matches no module; use names such as embed_tokens, lm_head"
+                f"method.modules_to_save: '{name}' matches no module; use names such as embed_tokens, lm_head"
             )
 
 
@@ -98,7 +98,7 @@ def _freeze_all_but(model, n_layers: int, module_names: list[str]):
     """Train the last `n_layers` decoder layers and every parameter under a module named in `module_names`."""
     layers = decoder_layers(model)
     if n_layers > len(layers):
-        raise TunesmithError(f"method.freeze.layers is {n_layers} but the model has {len(layers)} layers")
+        raise TunesmithError(f"method.layers is {n_layers} but the model has {len(layers)} layers")
     model.requires_grad_(False)
     for layer in layers[len(layers) - n_layers:]:
         layer.requires_grad_(True)
@@ -107,7 +107,7 @@ def _freeze_all_but(model, n_layers: int, module_names: list[str]):
         matched = [param for name, param in named.items() if _name_has_part(name, wanted)]
         if not matched:
             raise TunesmithError(
-                f"method.freeze.modules: '{wanted}' matches no module; use names such as embed_tokens, mlp, "
+                f"method.modules: '{wanted}' matches no module; use names such as embed_tokens, mlp, "
                 "self_attn, lm_head or a dotted part like layers.0"
             )
         for param in matched:

@@ -7,7 +7,7 @@ from pathlib import Path
 from tunesmith.errors import TunesmithError
 
 
-def load_reward_model(folder: Path, device, named_by: str = "stage.ppo.reward_model", trust_remote_code: bool = False):
+def load_reward_model(folder: Path, device, named_by: str = "stage.reward_model", trust_remote_code: bool = False):
     """(frozen ValueHeadModel on `device`, ChatTemplate) of the rm run in `folder`; `named_by` is the option
     the user named the folder with, for the error messages. trust_remote_code is the calling run's own
     (config/trust.py), never the rm run's saved one."""

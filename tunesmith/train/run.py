@@ -47,7 +47,6 @@ def build_run(config: RunConfig) -> Run:
     from tunesmith.train.sinks import build_sinks
     from tunesmith.train.stages import get_stage
 
-    check_train_options(config)
     accelerator = make_accelerator(config)
     resume_from = find_resume_checkpoint(Path(config.train.output_dir), config.train.resume)
     if accelerator.is_main_process:
@@ -106,17 +105,6 @@ def run_to_the_end(run: Run) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run.run_dir
-
-
-def check_train_options(config: RunConfig) -> None:
-    """Options that only make sense with a validation split."""
-    train = config.train
-    needs_eval = {"train.scheduler reduce_lr_on_plateau": train.scheduler == "reduce_lr_on_plateau",
-                  "train.early_stopping_patience": train.early_stopping_patience is not None}
-    for option, used in needs_eval.items():
-        if used and not config.data.val_size:
-            raise TunesmithError(f"{option} follows eval_loss, so it needs a validation split; set data.val_size "
-                                 "(e.g. 0.1) and train.eval_steps")
 
 
 def prepare_run_dir(config: RunConfig, keep_existing: bool = False) -> Path:

@@ -65,12 +65,12 @@ class ChatSession:
 
 def _base_of(checkpoint: Path, typed: str | None) -> tuple[str, str | None]:
     """The base model an adapter checkpoint was trained on: its run's, else the one typed in the page."""
-    from tunesmith.config import load_config
+    from tunesmith.config import load_saved_config
     from tunesmith.config.trust import saved_model_config
 
     run_config = config_path(checkpoint.parent)
     if run_config.is_file():
-        base = saved_model_config(load_config(run_config).model, run_config, False,
+        base = saved_model_config(load_saved_config(run_config).model, run_config, False,
                                   "start `tunesmith chat --trust-remote-code`")
         return base.path, base.gguf_file
     if not typed:

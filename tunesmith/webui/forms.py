@@ -12,7 +12,7 @@ import yaml
 
 from tunesmith.webui.i18n import Texts
 from tunesmith.config.paths import get_path
-from tunesmith.webui.schema_fields import FieldSpec, to_form_value
+from tunesmith.webui.schema_fields import FieldSpec, applies, chosen_kinds, to_form_value
 
 LAYOUT_FILE = Path(__file__).with_name("layout.yaml")
 
@@ -104,17 +104,32 @@ class ConfigForm:
         return {path: data[widget] for path, widget in self.widgets.items() if widget in data}
 
     def updates_from(self, raw: dict) -> list:
-        """Widget updates that show a loaded config (fields it lacks go back to their defaults)."""
+        """Widget updates that show a loaded config (fields it lacks go back to their kind's defaults; fields
+        of kinds it does not choose are hidden)."""
+        kinds = chosen_kinds(self.specs, {spec.path: get_path(raw, spec.path) for spec in self.specs
+                                          if get_path(raw, spec.path) is not None})
         updates = []
         for path, _widget in self.widgets.items():
             spec = self.spec(path)
-            updates.append(gr.update(value=to_form_value(spec, get_path(raw, path, spec.default))))
+            default = spec.default_for(kinds.get(spec.union, ""))
+            updates.append(gr.update(value=to_form_value(spec, get_path(raw, path, default)),
+                                     visible=applies(spec, kinds)))
         return updates
+
+    def union_fields(self, union: str) -> list[FieldSpec]:
+        """The placed fields that belong to one kind or another of `union` ('stage')."""
+        return [self.spec(path) for path in self.widgets if self.spec(path).union == union]
+
+    def kind_updates(self, union: str, kind: str) -> list:
+        """On choosing `kind`: its fields shown with its defaults, the other kinds' fields hidden."""
+        return [gr.update(value=to_form_value(spec, spec.default_for(kind)), visible=kind in spec.kinds)
+                for spec in self.union_fields(union)]
 
 
 def grid(specs: list[FieldSpec], form: ConfigForm, tr: Translated, per_row: int = 4) -> None:
-    """Lay out widgets for `specs`, `per_row` to a row."""
+    """Lay out widgets for `specs`, `per_row` to a row; fields of kinds other than the default ones start hidden."""
+    kinds = chosen_kinds(form.specs, {})
     for start in range(0, len(specs), per_row):
         with gr.Row():
             for spec in specs[start:start + per_row]:
-                form.add(spec, field_widget(spec, tr))
+                form.add(spec, field_widget(spec, tr, visible=applies(spec, kinds)))

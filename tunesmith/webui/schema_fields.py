@@ -65,11 +65,25 @@ def _number(spec: FieldSpec, value: Any) -> int | float:
     return int(number)
 
 
+def chosen_kinds(specs: list[FieldSpec], values: dict[str, Any]) -> dict[str, str]:
+    """{union: kind} that form `values` (or, where absent, the schema's defaults) choose, e.g. {'stage': 'dpo'}."""
+    unions = {spec.union for spec in specs if spec.union}
+    return {spec.group: values.get(spec.path, spec.default) for spec in specs
+            if spec.group in unions and spec.name == "kind"}
+
+
+def applies(spec: FieldSpec, kinds: dict[str, str]) -> bool:
+    """Whether the field exists under the chosen kind of its union (fields outside unions always do)."""
+    return not spec.union or kinds.get(spec.union) in spec.kinds
+
+
 def build_raw_config(specs: list[FieldSpec], values: dict[str, Any]) -> dict:
-    """The nested config dict for form `values` keyed by dotted path (fields left empty are left out)."""
+    """The nested config dict for form `values` keyed by dotted path (fields left empty, and fields of kinds
+    not chosen, are left out)."""
     raw: dict = {}
+    kinds = chosen_kinds(specs, values)
     for spec in specs:
-        if spec.path not in values:
+        if spec.path not in values or not applies(spec, kinds):
             continue
         present, value = from_form_value(spec, values[spec.path])
         if present:

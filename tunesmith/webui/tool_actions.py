@@ -80,7 +80,7 @@ def start_eval(ctx: WebuiContext, model: str | None, checkpoint: str | None, opt
 
 def start_export(ctx: WebuiContext, checkpoint: str | None, options: dict) -> Job:
     """Write the run's config with the page's export group beside the runs and run `tunesmith export` on it."""
-    from tunesmith.config import dump_config, load_config, validate_config
+    from tunesmith.config import dump_config, load_saved_config, validate_config
 
     if not checkpoint:
         raise TunesmithError("pick a trained run in the checkpoint picker to export")
@@ -88,7 +88,7 @@ def start_export(ctx: WebuiContext, checkpoint: str | None, options: dict) -> Jo
     if not is_run_folder(run):
         raise TunesmithError(f"{run} is not a run folder; export takes a whole run, pick one without /checkpoint-N")
     out = _export_folder(ctx, options.get("out"))
-    raw = load_config(config_path(run)).model_dump(mode="json")
+    raw = load_saved_config(config_path(run)).model_dump(mode="json")
     raw["export"] = {**options, "run": str(run), "out": str(out)}
     config = validate_config(raw, source="export settings")
     export_file = ctx.runs_dir / "exports" / f"{run.name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"

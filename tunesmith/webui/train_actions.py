@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import RunConfig, dump_config, load_config, validate_config
+from tunesmith.config import RunConfig, dump_config, load_saved_config, validate_config
 from tunesmith.config.load import read_yaml
 from tunesmith.errors import TunesmithError
 from tunesmith.run_folder import CONFIG_FILE, config_path, is_run_folder
@@ -72,7 +72,7 @@ def start_training(ctx: WebuiContext, config: RunConfig) -> Job:
         raise TunesmithError(
             f"run folder {run_dir} already holds a run; choose another run name, resume it, or tick Overwrite"
         )
-    refuse_reward_code(config.stage.grpo.reward_funcs if config.stage.kind == "grpo" else [], "tunesmith train CONFIG")
+    refuse_reward_code(config.stage.reward_funcs if config.stage.kind == "grpo" else [], "tunesmith train CONFIG")
     _refuse_if_busy(ctx)
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = config_path(run_dir)
@@ -90,8 +90,8 @@ def resume_training(ctx: WebuiContext, run_name: str) -> Job:
     if not list_checkpoints(run_dir):
         raise TunesmithError(f"{run_dir} has no checkpoint to resume from; runs save them every train.save_steps")
     saved = config_path(run_dir)
-    stage = load_config(saved).stage
-    refuse_reward_code(stage.grpo.reward_funcs if stage.kind == "grpo" else [], f"tunesmith train {saved} "
+    stage = load_saved_config(saved).stage
+    refuse_reward_code(stage.reward_funcs if stage.kind == "grpo" else [], f"tunesmith train {saved} "
                        "train.resume=auto")
     _refuse_if_busy(ctx)
     return ctx.jobs.start("train", train_argv(saved, "train.resume=auto"), run_dir=run_dir)
@@ -126,7 +126,7 @@ def load_arguments(ctx: WebuiContext, path: str) -> dict:
     """A saved config (or a run folder's config.yaml), validated, as a plain dict for the form; its
     trust_remote_code is left off: ticking it is the user's own decision (config/trust.py)."""
     source = ctx.guard.existing(path, "arguments file", "file")
-    loaded = validate_config(read_yaml(source), source=str(source)).model_dump(mode="json")
+    loaded = load_saved_config(source).model_dump(mode="json")
     loaded["model"]["trust_remote_code"] = False
     return loaded
 

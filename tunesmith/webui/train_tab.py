@@ -135,6 +135,11 @@ def _wire(ctx: WebuiContext, form: ConfigForm, w: TrainWidgets, top: TopBar) -> 
     w.buttons["resume"].click(resume, inputs, w.status)
     w.save_args.click(reported()(lambda data: say(data, "saved", path=actions.save_arguments(
         ctx, config_of(data), data[w.args_path]))), inputs | {w.args_path}, w.status)
+    for union in ("method", "stage"):
+        union_widgets = [form.widgets[spec.path] for spec in form.union_fields(union)]
+        # .input, not .change: loading saved arguments sets the kind too, and must keep the loaded values.
+        form.widgets[f"{union}.kind"].input(lambda kind, union=union: form.kind_updates(union, kind),
+                                            form.widgets[f"{union}.kind"], union_widgets)
     fields = list(form.widgets.values())
     w.load_args.click(reported(outputs=1 + len(fields), empty=gr.skip())(
         lambda path: ("", *form.updates_from(actions.load_arguments(ctx, path)))), w.args_path, [w.status, *fields])

@@ -57,7 +57,7 @@ def _resolve(name: str, grpo, max_new_tokens: int, scorer_loader, weight: float)
                                  "known (stage grpo)")
         return RewardFunction(name, scorer_loader(Path(name)), weight)
     raise TunesmithError(
-        f"stage.grpo.reward_funcs: unknown reward {name!r}; use a built-in ({', '.join(BUILTINS)}), "
+        f"stage.reward_funcs: unknown reward {name!r}; use a built-in ({', '.join(BUILTINS)}), "
         "'path/to/file.py:function' for your own, or the folder of a finished rm run"
     )
 

@@ -13,9 +13,9 @@ STAGES = {"sft": SftStage, "pt": PtStage, "rm": RmStage, "dpo": DpoStage, "kto":
 
 
 def get_stage(kind: str, config=None):
-    """The stage named `kind`, with its StageConfig (the defaults of that kind when none is given)."""
+    """The stage named `kind`, with its stage settings (the defaults of that kind when none are given)."""
     if config is None:
-        from tunesmith.config.schema import StageConfig
+        from tunesmith.config.stage_kinds import stage_defaults
 
-        config = StageConfig.model_construct(kind=kind)  # defaults, without run-level checks (e.g. ppo's reward model)
+        config = stage_defaults(kind)  # defaults, without the kind's checks (e.g. ppo's reward model)
     return STAGES[kind](config)

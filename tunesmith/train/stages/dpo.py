@@ -20,14 +20,14 @@ class DpoStage(PairStage):
 
     def prepare(self, model, data, config, device):
         self.report_truncated(data)
-        if self.config.loss in REFERENCE_FREE:
+        if self.config.preference_loss in REFERENCE_FREE:
             return model
         self.reference = build_reference(self, model, data, config, device)
         return model
 
     def loss(self, model, batch):
         logps, lengths = reply_logps(model, batch)
-        kind = self.config.loss
+        kind = self.config.preference_loss
         if kind in LENGTH_AVERAGED:
             logps = logps / lengths.clamp(min=1)
         chosen, rejected = logps.chunk(2)

@@ -36,10 +36,10 @@ class GrpoStage(Stage):
 
     @property
     def updates_per_window(self) -> int:
-        return self.config.grpo.num_iterations
+        return self.config.num_iterations
 
     def stream_batch_size(self, batch_size: int) -> int:
-        return batch_size // self.config.grpo.num_generations  # train.batch_size counts completions
+        return batch_size // self.config.num_generations  # train.batch_size counts completions
 
     def encode(self, record, template, data):
         messages, answer = list(record.messages), None
@@ -55,14 +55,14 @@ class GrpoStage(Stage):
                 "columns": [s.meta[COLUMNS] for s in samples], "index": [s.meta.get(INDEX, 0) for s in samples]}
 
     def count_units(self, batch):
-        grpo = self.config.grpo
-        return losses.loss_units(batch["completion_mask"], grpo.loss_type, grpo.max_new_tokens)
+        grpo = self.config
+        return losses.loss_units(batch["completion_mask"], grpo.token_averaging, grpo.sampling.max_new_tokens)
 
     def check(self, config, data) -> None:
         """Load the reward functions (a user's file runs now) and check the data has the columns they need,
         before the model loads."""
         require_whole_policy(self.name, config)
-        self.rewards = build_rewards(self.config.grpo, self.config.grpo.max_new_tokens, self._rm_scorer(config))
+        self.rewards = build_rewards(self.config, self.config.sampling.max_new_tokens, self._rm_scorer(config))
         for column, functions in needed_columns(self.rewards).items():
             missing = [i for i, s in enumerate(data.train + data.val) if s.meta[COLUMNS].get(column) is None]
             if missing:
@@ -82,7 +82,7 @@ class GrpoStage(Stage):
             self.check(config, data)
         self.template = ChatTemplate(load_tokenizer(config.model), config.model.template)
         self.seed, self.samples_path = config.train.seed, Path(config.train.output_dir) / SAMPLES_FILE
-        if self.config.grpo.beta:  # beta 0: no reference model at all
+        if self.config.beta:  # beta 0: no reference model at all
             self.reference = Reference(model).to(device)
         for reward in self.rewards:
             if hasattr(reward.function, "to"):  # an rm run's scorer
@@ -103,8 +103,8 @@ class GrpoStage(Stage):
         for name in generated[0]["per_function"]:
             local[f"reward/{name}"] = torch.cat([r["per_function"][name] for r in generated])
         every, mine = gather_rows(self.accelerator, local)
-        advantages = losses.group_advantages(every["rewards"], self.config.grpo.num_generations,
-                                             self.config.grpo.scale_rewards)[mine].float()
+        advantages = losses.group_advantages(every["rewards"], self.config.num_generations,
+                                             self.config.scale_rewards)[mine].float()
         out, start = [], 0
         for rollout in generated:
             rows = rollout["batch"]["completion"].shape[0]
@@ -112,10 +112,10 @@ class GrpoStage(Stage):
             start += rows
         policy.train(was_training)
         self._log_samples(step, generated[0])
-        return out, window_stats(every, self.config.grpo.num_generations, self.config.grpo.max_new_tokens)
+        return out, window_stats(every, self.config.num_generations, self.config.sampling.max_new_tokens)
 
     def _rollout(self, policy, batch: dict, step) -> dict:
-        grpo, tokenizer = self.config.grpo, self.template.tokenizer
+        grpo, tokenizer = self.config, self.template.tokenizer
         results = rollouts.sample_completions(policy, tokenizer, batch["prompt_ids"], batch["index"], grpo,
                                               self.seed, step, self.template.stop_token_ids())
         group = grpo.num_generations
@@ -133,28 +133,28 @@ class GrpoStage(Stage):
 
     def _training_batch(self, policy, batch: dict, advantages: torch.Tensor) -> dict:
         """The rollout's tensors with advantages, and the log-probs the loss compares against."""
-        grpo, device = self.config.grpo, next(policy.parameters()).device
+        grpo, device = self.config, next(policy.parameters()).device
         batch = {key: value.to(device) for key, value in batch.items()}
         batch["advantages"] = advantages.to(device)
         if grpo.num_iterations > 1:  # later updates see a moved policy: keep this one's log-probs
-            batch["old_logps"] = token_logps(rollouts.completion_logits(policy, batch, grpo.temperature),
+            batch["old_logps"] = token_logps(rollouts.completion_logits(policy, batch, grpo.sampling.temperature),
                                              batch["completion"])
         if self.reference is not None:
             with self.reference.model(policy) as network:
-                batch["ref_logps"] = token_logps(rollouts.completion_logits(network, batch, grpo.temperature),
+                batch["ref_logps"] = token_logps(rollouts.completion_logits(network, batch, grpo.sampling.temperature),
                                                  batch["completion"])
         return batch
 
     def loss(self, model, batch):
         """(loss summed over the window's units (see grpo_loss), summed clip ratio / entropy / KL)."""
-        grpo = self.config.grpo
-        logits = rollouts.completion_logits(model, batch, grpo.temperature)
+        grpo = self.config
+        logits = rollouts.completion_logits(model, batch, grpo.sampling.temperature)
         logps = token_logps(logits, batch["completion"])
         epsilon_high = grpo.epsilon_high if grpo.epsilon_high is not None else grpo.epsilon
         token_losses, clipped, kl = losses.grpo_token_losses(logps, batch.get("old_logps"), batch.get("ref_logps"),
                                                              batch["advantages"], grpo.epsilon, epsilon_high, grpo.beta)
         mask = batch["completion_mask"]
-        loss = losses.reduce_token_losses(token_losses, mask, grpo.loss_type, grpo.max_new_tokens)
+        loss = losses.reduce_token_losses(token_losses, mask, grpo.token_averaging, grpo.sampling.max_new_tokens)
         with torch.no_grad():
             logp = logits.log_softmax(-1)
             entropy = -(logp.exp() * logp).sum(-1)
@@ -166,11 +166,11 @@ class GrpoStage(Stage):
     def _metric(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """A per-token quantity summed like the loss's units, so the loop's division gives its mean (per
         completion for grpo / bnpo / dr_grpo, per token for dapo)."""
-        grpo = self.config.grpo
-        if grpo.loss_type == "dapo":
+        grpo = self.config
+        if grpo.token_averaging == "dapo":
             return (values * mask).sum()
         per_completion = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        return per_completion.sum() * (grpo.max_new_tokens if grpo.loss_type == "dr_grpo" else 1)
+        return per_completion.sum() * (grpo.sampling.max_new_tokens if grpo.token_averaging == "dr_grpo" else 1)
 
     @torch.no_grad()
     def evaluate(self, model, samples, batch_size, collate=None, device=None, autocast=None) -> dict[str, float]:
@@ -201,7 +201,7 @@ class GrpoStage(Stage):
                 file.truncate(state.get("samples_bytes", 0))
 
     def _log_samples(self, step: int, rollout: dict) -> None:
-        count = self.config.grpo.samples_per_step
+        count = self.config.samples_per_step
         if not count or (self.accelerator is not None and not self.accelerator.is_main_process):
             return
         with self.samples_path.open("a", encoding="utf-8") as file:

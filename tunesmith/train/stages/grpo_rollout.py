@@ -23,7 +23,7 @@ def generation_seed(seed: int, step: int | str, prompt_index: int, generation: i
 def sample_completions(policy, tokenizer, prompts: list[list[int]], indexes: list[int], grpo, seed: int,
                        step: int | str, stop_ids: list[int]) -> list:
     """DecodeResults, G per prompt, prompt i's at rows i*G .. i*G+G-1. Call with the policy in eval mode."""
-    settings = dict(max_new_tokens=grpo.max_new_tokens, temperature=grpo.temperature, top_p=grpo.top_p)
+    settings = grpo.sampling.model_dump(exclude={"seed"})  # the shared sampling group's fields, by name
     requests = [DecodeRequest(ids, GenerationSettings(**settings, seed=generation_seed(seed, step, index, g)))
                 for ids, index in zip(prompts, indexes) for g in range(grpo.num_generations)]
     return decode_batch(policy, tokenizer, requests, stop_ids, max_context=None)

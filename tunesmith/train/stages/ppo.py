@@ -2,7 +2,7 @@
 per rollout batch with a value head on the policy and a per-token KL penalty against the reference.
 
 On the shared loop: each step's window is one prompt batch, made into a rollout here, and trained on for
-`ppo.epochs` optimizer updates."""
+`stage.epochs` optimizer updates."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class PpoStage(Stage):
             messages.pop()
         ids = template.prompt_ids(messages, record.tools)
         truncated = len(ids) > data.max_length
-        ids = ids[-data.max_length:]  # a long prompt loses its oldest tokens; replies add ppo.max_new_tokens
+        ids = ids[-data.max_length:]  # a long prompt loses its oldest tokens; replies add stage.sampling.max_new_tokens
         # Labels are the prompt itself only so that the data layer keeps the sample: PPO trains on rollouts.
         return Encoded(ids, list(ids), meta={PROMPT: (messages, record.tools), "prompt_truncated": truncated})
 
@@ -54,7 +54,7 @@ class PpoStage(Stage):
 
     @property
     def updates_per_window(self) -> int:
-        return self.config.ppo.epochs
+        return self.config.epochs
 
     def check(self, config, data) -> None:
         require_whole_policy(self.name, config)
@@ -81,9 +81,9 @@ class PpoStage(Stage):
         template = ChatTemplate(load_tokenizer(config.model), config.model.template)
         self.stop_ids, self.pad_id = template.stop_token_ids(), template.tokenizer.pad_token_id
         self.reference = Reference(model).to(device)
-        self.scorer = load_reward_scorer(Path(self.config.ppo.reward_model), template.tokenizer, device,
+        self.scorer = load_reward_scorer(Path(self.config.reward_model), template.tokenizer, device,
                                          config.model.trust_remote_code)
-        self.normalizer = rollouts.RewardNormalizer(self.config.ppo.reward_norm, self.config.ppo.reward_clip)
+        self.normalizer = rollouts.RewardNormalizer(self.config.reward_norm, self.config.reward_clip)
         return PolicyWithCritic(model, new_head(model.config.hidden_size, zero=True))
 
     def window(self, model, batches, step):
@@ -107,17 +107,17 @@ class PpoStage(Stage):
         Each process generates replies to its own prompts; rewards, advantages and stats are then computed over
         the rows of all processes (see `batch_statistics`), as one process with the whole batch would.
         """
-        ppo, policy = self.config.ppo, unwrap(model)
+        ppo, policy = self.config, unwrap(model)
         was_training = policy.training
         policy.eval()
         out = rollouts.generate(policy, batch, ppo, self.stop_ids, self.pad_id)
         prompt_len, mask = batch["input_ids"].shape[1], out["reply_mask"]
         scores = self.scorer(batch["prompts"], out["reply"], mask)
         logits, values = policy(out["input_ids"], out["attention_mask"], out["position_ids"], prompt_len,
-                                ppo.temperature)
+                                ppo.sampling.temperature)
         logps, values = rollouts.token_logps(logits, out["reply"]), values * mask
         with self.reference.model(policy.backbone) as network:
-            ref_logits, _ = rollouts.reply_forward(network, out, prompt_len, ppo.temperature)
+            ref_logits, _ = rollouts.reply_forward(network, out, prompt_len, ppo.sampling.temperature)
         ref_logps = rollouts.token_logps(ref_logits, out["reply"])
         policy.train(was_training)
         local = {"scores": scores, "logps": logps, "ref_logps": ref_logps, "values": values, "mask": mask}
@@ -128,7 +128,7 @@ class PpoStage(Stage):
     def batch_statistics(self, local: dict, accelerator) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(advantages, returns, stats) of this process's rows, with reward normalisation, whitening and stats
         taken over every process's rows: the same numbers one process with the whole batch computes."""
-        ppo, width = self.config.ppo, local["mask"].shape[1]
+        ppo, width = self.config, local["mask"].shape[1]
         every, mine = gather_rows(accelerator, local)
         mask = every["mask"]
         rewards, kl = rollouts.token_rewards(self.normalizer(every["scores"]), every["logps"], every["ref_logps"],
@@ -140,10 +140,10 @@ class PpoStage(Stage):
 
     def loss(self, model, batch):
         """(summed over reply tokens: policy loss + value_coef * value loss, summed metrics)."""
-        ppo, mask = self.config.ppo, batch["reply_mask"]
+        ppo, mask = self.config, batch["reply_mask"]
         # Through the (possibly wrapped) model's own forward: DDP syncs gradients only for passes it sees.
         logits, values = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"],
-                               batch["prompt_len"], ppo.temperature)
+                               batch["prompt_len"], ppo.sampling.temperature)
         logps = rollouts.token_logps(logits, batch["reply"])
         pg, pg_clipped = ppo_policy_losses(logps, batch["old_logps"], batch["advantages"], ppo.clip_range)
         vf, vf_clipped = ppo_value_losses(values, batch["old_values"], batch["returns"], ppo.value_clip_range)

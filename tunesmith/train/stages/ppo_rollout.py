@@ -34,8 +34,9 @@ def generate(policy, batch: dict, ppo, stop_ids: list[int], pad_id: int) -> dict
     """Sample replies; the batch of prompt + reply with masks and position ids (left-padded prompts)."""
     prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
     sequences = policy.backbone.generate(
-        input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, temperature=ppo.temperature,
-        top_p=ppo.top_p, top_k=0, max_new_tokens=ppo.max_new_tokens, eos_token_id=stop_ids, pad_token_id=pad_id,
+        input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, temperature=ppo.sampling.temperature,
+        top_p=ppo.sampling.top_p, top_k=ppo.sampling.top_k, max_new_tokens=ppo.sampling.max_new_tokens,
+        eos_token_id=stop_ids, pad_token_id=pad_id,
     )
     reply = sequences[:, prompt_ids.shape[1]:]
     is_stop = torch.isin(reply, torch.tensor(stop_ids, device=reply.device))
