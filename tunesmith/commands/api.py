@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     parser.add_argument("--max-waiting", type=int, default=64, help="queued requests before answering 429")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a "
                         "shared machine fewer threads than cores often decode faster")
+    parser.add_argument("--image-folder", action="append", default=[], metavar="DIR",
+                        help="let requests name local image files inside DIR (repeatable; images otherwise come "
+                        "inline as data: URLs, and URLs are never fetched)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser pages from this origin (repeatable); CORS is off without it; "
                         "'*' (every origin) needs an API key")
@@ -55,7 +58,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     options = ServerOptions(  # checked before the model loads: a refused option should not wait for it
         model_name=args.served_model_name or _default_name(args), api_key=api_key, max_batch=args.max_batch,
-        max_waiting=args.max_waiting, cors_origins=args.cors_origin,
+        max_waiting=args.max_waiting, cors_origins=args.cors_origin, image_folders=args.image_folder,
     )
     warnings_to_logging()
     engine = engine_from_args(args)

@@ -16,6 +16,8 @@ def register(subparsers) -> None:
                         f"./{BASE})")
     parser.add_argument("--system", help="system prompt")
     parser.add_argument("--prompt", help="answer this one message and exit")
+    parser.add_argument("--image", action="append", default=[], metavar="PATH",
+                        help="an image for the first message (repeatable; vision-language models such as Qwen2-VL)")
     parser.set_defaults(handler=run)
     parser.defer(_add_sampling_flags)
 
@@ -41,9 +43,9 @@ def run(args) -> int:
         return 0
     engine = engine_from_args(args)
     if args.prompt is not None:
-        answer_once(engine, args.prompt, args.system, settings)
+        answer_once(engine, args.prompt, args.system, settings, args.image)
         return 0
-    chat_loop(engine, args.system, settings)
+    chat_loop(engine, args.system, settings, images=args.image)
     return 0
 
 

@@ -10,8 +10,25 @@ from pydantic import Field, TypeAdapter, model_validator
 from tunesmith.config.group import Group
 
 
+class VisionConfig(Group):
+    """Which parts of a vision-language model (Qwen2-VL, Qwen2.5-VL) train; ignored for text-only models. The
+    language model trains as the method kind says."""
+
+    train_tower: bool = Field(
+        False, description="Train the vision tower (the image encoder); frozen by default. With lora it gets "
+        "adapters on its linear layers too; with full / freeze its weights train."
+    )
+    train_projector: bool = Field(
+        False, description="Train the projector that maps image features into the language model (trained "
+        "whole, also saved beside a LoRA adapter); frozen by default."
+    )
+
+
 class MethodBase(Group):
-    """Settings every method kind has (none yet): a field added here appears under each kind."""
+    """Settings every method kind has: a field added here appears under each kind."""
+
+    vision: VisionConfig = Field(default_factory=VisionConfig, description="Vision-language models: what trains "
+                                 "besides the language model.")
 
 
 class FullMethod(MethodBase):

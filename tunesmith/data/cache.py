@@ -34,11 +34,12 @@ ENCODING_CODE = ("data", "train/stages")  # folders of the package whose source 
 
 def cache_key(data, specs, record_kind: str, fingerprint: str) -> str:
     from tunesmith.data.files import data_files, file_digest
+    from tunesmith.data.media import media_digest
 
     datasets = [
         {"name": spec.name, "formatting": spec.formatting, "ranking": spec.ranking, "columns": spec.columns,
          "tags": spec.tags, "num_samples": spec.num_samples,
-         "files": [[path.name, file_digest(path)] for path in data_files(spec.path)]}
+         "files": [[path.name, file_digest(path)] for path in data_files(spec.path)], "media": media_digest(spec)}
         for spec in specs
     ]
     options = {name: getattr(data, name) for name in _KEYED_DATA_OPTIONS}
@@ -66,7 +67,8 @@ def encoder_fingerprint(template, stage_name: str) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     vocabulary = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
     digest = hashlib.sha256()
-    for part in (stage_name, template.source, type(tokenizer).__name__, vocabulary,
+    media = [template.media.fingerprint()] if getattr(template, "media", None) is not None else []
+    for part in (stage_name, template.source, type(tokenizer).__name__, vocabulary, *media,
                  json.dumps([tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
                              getattr(tokenizer, "add_bos_token", None)])):
         digest.update(part.encode())

@@ -46,3 +46,15 @@ def target_index(labels: torch.Tensor) -> torch.Tensor:
     trained, in row-major order."""
     rows, positions = (labels[:, 1:] != IGNORE).nonzero(as_tuple=True)
     return rows * labels.shape[1] + positions
+
+
+def add_pixels(batch: dict[str, torch.Tensor], rows: list[Encoded], media) -> dict[str, torch.Tensor]:
+    """A batch for a vision-language model: also the pixels of its rows' images (made here, never cached) and
+    the token types that place them. `rows` are the samples of the batch's rows, in order."""
+    from tunesmith.data.media_render import IMAGES
+
+    images = [path for row in rows for path in row.meta.get(IMAGES, [])]
+    if images:
+        batch.update(media.pixels(images))
+    batch["mm_token_type_ids"] = media.token_types(batch["input_ids"])
+    return batch

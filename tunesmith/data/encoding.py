@@ -13,6 +13,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from tunesmith.data.cache import CorruptShard, ShardCache
+from tunesmith.data.media_render import truncate
 from tunesmith.data.records import Encoded
 from tunesmith.errors import TunesmithError
 
@@ -25,7 +26,7 @@ def encode_shard(records: list, encode_many: EncodeMany, max_length: int) -> tup
     samples, truncated, dropped = [], 0, 0
     for sample in encode_many(records):
         if len(sample.input_ids) > max_length:
-            sample = Encoded(sample.input_ids[:max_length], sample.labels[:max_length], sample.meta)
+            sample = truncate(sample, max_length)
             truncated += 1
         if sample.num_targets == 0:
             dropped += 1

@@ -11,6 +11,7 @@ import dataclasses
 import re
 
 from tunesmith.data import sharegpt
+from tunesmith.data.media import MEDIA_COLUMNS, attach_media, refuse_media_in_text
 from tunesmith.data.parsed import Converter, Parsed, column, kto_tag
 from tunesmith.data.records import Conversation, KtoExample, Preference, Text
 from tunesmith.data.registry import DatasetSpec
@@ -24,6 +25,7 @@ _ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "outpu
 def convert(row: dict, spec: DatasetSpec, where: str, record_kind: str = "conversation"):
     """The record of kind `record_kind` that `row` (described by `where`, e.g. 'file: record 3') holds."""
     if record_kind == "text":
+        refuse_media_in_text(row, spec, where)
         return to_text(row, spec, where)
     if record_kind not in RECORD_KINDS:
         raise ValueError(f"unknown record kind {record_kind!r}")
@@ -33,7 +35,7 @@ def convert(row: dict, spec: DatasetSpec, where: str, record_kind: str = "conver
         raise TunesmithError(
             f"dataset '{spec.name}': unknown formatting '{spec.formatting}'; use one of {', '.join(CONVERTERS)}"
         ) from None
-    record = to_record(function(row, spec, where), record_kind, spec, where)
+    record = attach_media(to_record(function(row, spec, where), record_kind, spec, where), row, spec, where)
     if isinstance(record, Conversation):
         record.columns = extra_columns(row, spec)
     return record
@@ -50,7 +52,7 @@ def extra_columns(row: dict, spec: DatasetSpec) -> dict:
     role of its own (`"columns": {"solution": "answer_text"}` gives `solution`): reward functions take them as
     keyword arguments. Only JSON values: they are kept in the tokenized cache."""
     read = {source for role, source in spec.columns.items() if role in _FORMAT_ROLES}
-    read |= set(_ALPACA_COLUMNS.values()) | {"messages", "conversations"}
+    read |= set(_ALPACA_COLUMNS.values()) | {"messages", "conversations", *MEDIA_COLUMNS}
     extras = {name: value for name, value in row.items() if name not in read}
     extras.update({role: row[source] for role, source in spec.columns.items()
                    if role not in _FORMAT_ROLES and source in row})
@@ -160,6 +162,9 @@ def detect_format(spec: DatasetSpec, first_row: dict) -> DatasetSpec:
             for extra in ("system", "tools"):
                 if extra in first_row:
                     columns.setdefault(extra, extra)
+    for media in MEDIA_COLUMNS:  # every format may carry images
+        if media in first_row:
+            columns.setdefault(media, media)
     ranking = "chosen" in first_row and "rejected" in first_row
     if ranking:
         columns.setdefault("chosen", "chosen")
@@ -188,10 +193,10 @@ def fill_vars(record, values: dict[str, str]):
         return Text(fill(record.text))
     if isinstance(record, Preference):
         chosen, rejected = fill_messages([record.chosen, record.rejected])
-        return Preference(fill_messages(record.prompt), chosen, rejected, record.tools)
+        return dataclasses.replace(record, prompt=fill_messages(record.prompt), chosen=chosen, rejected=rejected)
     if isinstance(record, KtoExample):
-        return KtoExample(fill_messages(record.prompt), fill_messages([record.completion])[0], record.desirable,
-                          record.tools)
-    return Conversation(fill_messages(record.messages), record.tools, record.columns)
+        return dataclasses.replace(record, prompt=fill_messages(record.prompt),
+                                   completion=fill_messages([record.completion])[0])
+    return dataclasses.replace(record, messages=fill_messages(record.messages))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 
+from tunesmith.data.media_render import IMAGES
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
 
@@ -36,12 +37,13 @@ def pack_samples(samples: list[Encoded], max_length: int) -> list[Encoded]:
 
 
 def _concatenate(samples: list[Encoded]) -> Encoded:
-    input_ids, labels, positions = [], [], []
+    input_ids, labels, positions, images = [], [], [], []
     for sample in samples:
         input_ids += sample.input_ids
         labels += [IGNORE] + sample.labels[1:]
         positions += range(len(sample.input_ids))
-    return Encoded(input_ids, labels, {POSITION_IDS: positions})
+        images += sample.meta.get(IMAGES, [])
+    return Encoded(input_ids, labels, {POSITION_IDS: positions, **({IMAGES: images} if images else {})})
 
 
 def packing_efficiency(rows: list[Encoded], max_length: int) -> float:

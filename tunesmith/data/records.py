@@ -7,6 +7,17 @@ from dataclasses import dataclass, field
 ROLES = ("system", "user", "assistant", "tool")
 
 
+def _media_files():
+    """Image (or video) files a record's `<image>` (`<video>`) placeholders stand for, in order (absolute
+    paths; data/media.py)."""
+    return field(default_factory=list, compare=False)
+
+
+def _source():
+    """Where a record with images came from ('file: record N'), so a later media error can name it."""
+    return field(default="", compare=False, repr=False)
+
+
 @dataclass
 class Conversation:
     """A chat: messages as {"role", "content"} dicts in the shape `apply_chat_template` takes."""
@@ -16,6 +27,9 @@ class Conversation:
     # The row's other columns by name (e.g. a reference answer), for online stages' reward functions; not part
     # of the conversation itself, so two records with the same messages are equal whatever their columns.
     columns: dict = field(default_factory=dict, compare=False)
+    images: list[str] = _media_files()
+    videos: list[str] = _media_files()
+    source: str = _source()
 
 
 @dataclass
@@ -33,6 +47,9 @@ class Preference:
     chosen: dict[str, str]
     rejected: dict[str, str]
     tools: list[dict] | None = None
+    images: list[str] = _media_files()
+    videos: list[str] = _media_files()
+    source: str = _source()
 
 
 @dataclass
@@ -43,6 +60,9 @@ class KtoExample:
     completion: dict[str, str]
     desirable: bool
     tools: list[dict] | None = None
+    images: list[str] = _media_files()
+    videos: list[str] = _media_files()
+    source: str = _source()
 
 
 @dataclass

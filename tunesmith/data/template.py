@@ -13,6 +13,7 @@ import re
 from bisect import bisect_left
 from functools import cached_property
 
+from tunesmith.data.media import check_model_reads
 from tunesmith.data.records import Conversation, Encoded
 from tunesmith.data.template_names import builtin_template_names, template_source  # noqa: F401 (re-exported)
 from tunesmith.errors import TunesmithError
@@ -27,9 +28,10 @@ _MAX_SHAPES = 1024  # role sequences whose marked rendering is remembered (forgo
 class ChatTemplate:
     """A tokenizer plus a jinja chat template, able to render for training and for generation."""
 
-    def __init__(self, tokenizer, name: str = "auto"):
+    def __init__(self, tokenizer, name: str = "auto", media=None):
         self.tokenizer = tokenizer
         self.name = name
+        self.media = media  # a vision-language model's image side (data/vision_processor.py); None: text-only
         self.source = template_source(tokenizer, name)
         self._marked_by_shape: dict[tuple[str, ...], list[str]] = {}
 
@@ -64,6 +66,10 @@ class ChatTemplate:
     def encode_many(self, conversations: list[Conversation], train_on_prompt: bool = False,
                     mask_history: bool = False) -> list[Encoded]:
         """`encode` of each conversation, the texts tokenized in one call (the Rust tokenizer uses every core)."""
+        if self.media is not None:  # a vision-language model: its image side expands the placeholders
+            return self.media.encode_many(self, conversations, train_on_prompt, mask_history)
+        for conversation in conversations:
+            check_model_reads(conversation, None)
         layouts = [self.render_with_spans(c.messages, c.tools) for c in conversations]
         tokenized = self.tokenize_with_offsets([text for text, _ in layouts])
         encoded = []

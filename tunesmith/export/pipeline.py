@@ -42,6 +42,7 @@ def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = Tru
     from tunesmith.export.merge import export_dtype, merged_model
     from tunesmith.export.ollama import measure_turn_format, write_modelfile
     from tunesmith.model.load import resolve_source
+    from tunesmith.model.vision import save_processor_files
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir, named_by="--run / export.run", trust_remote_code=trust_remote_code,
@@ -66,6 +67,7 @@ def export_run(run_dir: str | Path, settings: ExportConfig, progress: bool = Tru
         with _timer(report, "save"):
             save_model(model, staging, export_dtype(settings.dtype, base_location), settings.max_shard_size)
             save_tokenizer(tokenizer, template.source, staging)
+            save_processor_files(base_location, staging)
             save_generation_config(model, base_location, stop_ids, tokenizer, staging)
             if value_head.is_file():  # the head reads the last hidden state, which merging leaves unchanged
                 shutil.copy2(value_head, staging / VALUE_HEAD_FILE)
@@ -113,7 +115,14 @@ def _check_gguf_support(run_dir: Path, base_location: str, tokenizer) -> None:
     from tunesmith.export.gguf_tensors import TensorSource, tensor_plan
     from tunesmith.export.gguf_vocab import check_vocab
 
+    from tunesmith.model.vision import vision_model_type
+
     folder = run_dir if (run_dir / "config.json").is_file() else Path(base_location)
+    if vision_model_type(folder) or vision_model_type(base_location):
+        raise TunesmithError("GGUF export of a vision-language model is not supported: llama.cpp keeps the vision "
+                             "tower in a separate mmproj file, which tunesmith does not write; export without "
+                             "export.gguf (the merged folder keeps the tower) and convert that with llama.cpp's "
+                             "convert_hf_to_gguf.py (once for the model, once with --mmproj)")
     arch = gguf_architecture(AutoConfig.from_pretrained(folder))
     check_vocab(tokenizer, arch.config.vocab_size)
     if any(folder.glob("*.safetensors")):  # a hub id is checked when the merged folder is written

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+from tunesmith.data.media import IMAGE_PLACEHOLDER, check_image
+from tunesmith.errors import TunesmithError
 from tunesmith.infer.engine import ContextTooLong, GenerationSettings
 from tunesmith.infer.library_warnings import HeldWarnings
 
-HELP = "commands: /clear forgets the conversation, /exit (or Ctrl-D) quits"
+HELP = "commands: /image PATH adds an image to your next message, /clear forgets the conversation, /exit (or Ctrl-D) quits"
+IMAGE = "/image "
 
 
 CLEAR = "/clear"
@@ -23,34 +27,47 @@ def next_message(read=input) -> str | None:
     return None if text in ("/exit", "/quit") else text
 
 
-def answer_once(engine, prompt: str, system: str | None, settings: GenerationSettings) -> str:
-    messages = start_messages(system) + [{"role": "user", "content": prompt}]
+def answer_once(engine, prompt: str, system: str | None, settings: GenerationSettings,
+                images: list[str] = ()) -> str:
+    images = [checked_image(path) for path in images]
+    messages = start_messages(system) + [user_message(prompt, len(images))]
     held = HeldWarnings()
-    reply = _stream_reply(engine, messages, settings, held)
+    reply = _stream_reply(engine, messages, settings, held, images)
     print()
     held.show()
     return reply
 
 
-def chat_loop(engine, system: str | None, settings: GenerationSettings, read=input) -> None:
+def chat_loop(engine, system: str | None, settings: GenerationSettings, read=input, images: list[str] = ()) -> None:
+    """Chat turn by turn. Images (--image, /image PATH) join the next message; the conversation keeps every
+    image it has seen, each where its message put it."""
     print(HELP)
     messages = start_messages(system)
+    pending, seen = [checked_image(path) for path in images], []
     held = HeldWarnings()
     while (text := next_message(read)) is not None:
         if text == CLEAR:
-            messages = start_messages(system)
+            messages, pending, seen = start_messages(system), [], []
             print("(history cleared)")
+            continue
+        if text.startswith(IMAGE):
+            try:
+                pending.append(checked_image(text[len(IMAGE):].strip()))
+                print(f"(image added to your next message: {len(pending)} waiting)")
+            except TunesmithError as err:
+                print(f"[{err}]")
             continue
         if not text:
             continue
-        messages.append({"role": "user", "content": text})
+        messages.append(user_message(text, len(pending)))
         try:
             print("assistant> ", end="", flush=True)
-            reply = _stream_reply(engine, messages, settings, held)
-        except ContextTooLong as err:
+            reply = _stream_reply(engine, messages, settings, held, seen + pending)
+        except (ContextTooLong, TunesmithError) as err:
             messages.pop()
             print(f"\n[{err}]")
             continue
+        seen, pending = seen + pending, []
         messages.append({"role": "assistant", "content": reply})
         context = engine.count_tokens(messages)
         limit = f" / {engine.max_context}" if engine.max_context else ""
@@ -62,10 +79,21 @@ def start_messages(system: str | None) -> list[dict]:
     return [{"role": "system", "content": system}] if system else []
 
 
-def _stream_reply(engine, messages: list[dict], settings: GenerationSettings, held: HeldWarnings) -> str:
+def user_message(text: str, images: int) -> dict:
+    """The user's turn, its images placed before the text (as LLaMA-Factory's demo data puts them)."""
+    return {"role": "user", "content": IMAGE_PLACEHOLDER * images + text}
+
+
+def checked_image(path: str) -> str:
+    """A local image file the user named, checked to exist and decode."""
+    return check_image(Path(path).expanduser(), f"image {path}")
+
+
+def _stream_reply(engine, messages: list[dict], settings: GenerationSettings, held: HeldWarnings,
+                  images: list[str] = ()) -> str:
     pieces = []
     with held.holding():
-        for piece in engine.stream(messages, settings):
+        for piece in engine.stream(messages, settings, images=list(images) or None):
             sys.stdout.write(piece)
             sys.stdout.flush()
             pieces.append(piece)

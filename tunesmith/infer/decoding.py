@@ -89,12 +89,15 @@ class _Row:
 class _Running:
     """The rows decoding together and their shared state, row i of every tensor being rows[i]."""
 
-    def __init__(self, rows, cache, mask, tokens, sampler):
+    def __init__(self, rows, cache, mask, tokens, sampler, rope_deltas=None):
         self.rows, self.cache, self.mask, self.tokens, self.sampler = rows, cache, mask, tokens, sampler
+        self.rope_deltas = rope_deltas  # an image prompt's M-RoPE offset of each row (model/vision.py)
 
     def step(self, model, stop_ids: set[int]) -> None:
         self.mask = torch.cat([self.mask, torch.ones_like(self.tokens).unsqueeze(1)], dim=1)
         positions = self.mask.sum(dim=1, keepdim=True) - 1
+        if self.rope_deltas is not None:  # after an image, text positions run on from the image's extent
+            positions = (positions + self.rope_deltas).unsqueeze(0).expand(3, -1, -1)
         out = model(input_ids=self.tokens.unsqueeze(1), attention_mask=self.mask, position_ids=positions,
                     use_cache=True, logits_to_keep=1, **{cache_field(): self.cache})
         self.cache = getattr(out, cache_field())
@@ -137,12 +140,18 @@ def prefill(model, tokenizer, requests: list[DecodeRequest], max_context, stop_i
     prompts = [r.prompt_ids for r in requests]
     input_ids, mask = left_padded(prompts, tokenizer.pad_token_id or 0, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    images, deltas = {}, None
+    if requests[0].pixels is not None:  # an image prompt decodes alone (infer/engine.py)
+        from tunesmith.model.vision import image_prompt_inputs
+
+        images, positions, deltas = image_prompt_inputs(model, input_ids, mask, requests[0].pixels)
     # logits_to_keep=1: only the last position is needed, not [rows, prompt, vocab] of logits.
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                **images)
     logits = out.logits[:, -1, :]
     # The vocabulary size is the logits' width, which may exceed len(tokenizer).
     sampler = BatchSampler([r.settings for r in requests], prompts, logits.shape[-1], device)
-    running = _Running(rows, getattr(out, cache_field()), mask, None, sampler)
+    running = _Running(rows, getattr(out, cache_field()), mask, None, sampler, deltas)
     running._take(logits, stop_ids)
     return running
 

@@ -46,9 +46,16 @@ class Engine:
     def count_tokens(self, messages: list[dict], tools: list | None = None) -> int:
         return len(self.template.prompt_ids(messages, tools))
 
-    def prompt_ids(self, messages: list[dict], tools: list | None = None) -> list[int]:
-        """The rendered conversation plus the assistant header, checked to leave room for a reply."""
-        ids = self.template.prompt_ids(messages, tools)
+    def prompt_ids(self, messages: list[dict], tools: list | None = None, images: list[str] | None = None
+                   ) -> list[int]:
+        """The rendered conversation plus the assistant header, checked to leave room for a reply; with
+        images, each `<image>` placeholder of the messages expanded to the next image's tokens."""
+        if images:
+            from tunesmith.data.media_render import prompt_ids_with_media
+
+            ids = prompt_ids_with_media(self.template, messages, images)
+        else:
+            ids = self.template.prompt_ids(messages, tools)
         self.check_fits(len(ids))
         return ids
 
@@ -61,8 +68,9 @@ class Engine:
                 f"{self.max_context}; clear the history (/clear) or shorten the message"
             )
 
-    def generate(self, messages: list[dict], settings: GenerationSettings | None = None) -> str:
-        return "".join(self.stream(messages, settings))
+    def generate(self, messages: list[dict], settings: GenerationSettings | None = None,
+                 images: list[str] | None = None) -> str:
+        return "".join(self.stream(messages, settings, images))
 
     def generate_batch(self, conversations: list[list[dict]], settings: GenerationSettings | None = None) -> list[str]:
         """Replies to several conversations, decoded together in one left-padded batch."""
@@ -70,9 +78,13 @@ class Engine:
         requests = [DecodeRequest(self.prompt_ids(messages), settings) for messages in conversations]
         return [_raised(outcome).text for outcome in self.run_batch(requests)]
 
-    def stream(self, messages: list[dict], settings: GenerationSettings | None = None) -> Iterator[str]:
-        """Yield the reply text piece by piece as it is generated. Closing the iterator stops generation."""
-        request = DecodeRequest(self.prompt_ids(messages), settings or GenerationSettings())
+    def stream(self, messages: list[dict], settings: GenerationSettings | None = None,
+               images: list[str] | None = None) -> Iterator[str]:
+        """Yield the reply text piece by piece as it is generated. Closing the iterator stops generation.
+        `images`: the files the messages' `<image>` placeholders stand for, in order."""
+        request = DecodeRequest(self.prompt_ids(messages, images=images), settings or GenerationSettings())
+        if images:
+            request.pixels = self.template.media.pixels(images)
         pieces: queue.Queue = queue.Queue()
         request.on_text = pieces.put
         failure: list[BaseException] = []
@@ -116,6 +128,9 @@ class HfEngine(Engine):
         """Decode prompt ids together; each request's `on_text` receives its text as it becomes final."""
         for request in requests:
             self.check_fits(len(request.prompt_ids))
+        if any(request.pixels is not None for request in requests):  # image prompts decode one at a time
+            return [decode_batch(self.model, self.tokenizer, [request], self.template.stop_token_ids(),
+                                 self.max_context)[0] for request in requests]
         return decode_batch(self.model, self.tokenizer, requests, self.template.stop_token_ids(), self.max_context,
                             admit, max_rows)
 

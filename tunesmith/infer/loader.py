@@ -56,7 +56,9 @@ def load_engine(
         if not is_quantized(network.base_model.model):
             # Folded into the weights, the adapter costs nothing per token; a quantized base keeps it apart.
             network = network.merge_and_unload()
-    return HfEngine(network, ChatTemplate(tokenizer, template))
+    from tunesmith.data.vision_processor import load_media
+
+    return HfEngine(network, ChatTemplate(tokenizer, template, load_media(source.location, tokenizer)))
 
 
 def _from_run(run_dir: Path, trust_remote_code: bool) -> tuple[ModelConfig, Path | None, Path]:

@@ -52,6 +52,7 @@ class DecodeRequest:
     # Called as soon as this row is done, which in a batch may be well before the longest row finishes.
     on_done: Callable[["DecodeResult"], None] = lambda result: None
     cancelled: threading.Event = field(default_factory=threading.Event)  # set it to stop this row early
+    pixels: dict | None = None  # an image prompt's pixel_values and image_grid_thw (it decodes alone)
 
 
 @dataclass

@@ -139,10 +139,9 @@ def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSourc
     `device` (a torch device) places an unquantized model there as it loads, instead of in CPU memory first
     and copied after; give it only where one process holds the whole model (no DeepSpeed / FSDP sharding).
     """
-    from transformers import AutoModelForCausalLM
-
     from tunesmith.model.precision import DeviceCaps, inference_dtype
     from tunesmith.model.quantize import quantization_kwargs
+    from tunesmith.model.vision import auto_class
 
     source = source or resolve_source(config)
     # auto: transformers' own choice, sdpa where the architecture supports it (Gemma 2's softcapping needs eager)
@@ -152,7 +151,7 @@ def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSourc
     if device is not None and not placement:
         placement = {"device_map": {"": device}}
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        return auto_class(source.location).from_pretrained(
             source.location,
             dtype=dtype,
             attn_implementation=attn,

@@ -26,11 +26,16 @@ class ParamCount:
 
 def apply_method(model, method: MethodConfig):
     """The model, prepared so that exactly the method's parameters require gradients."""
-    if method.kind == "full":
-        model.requires_grad_(True)
+    from tunesmith.model.vision import is_vision_model, set_vision_trainable
+
+    if method.kind in ("full", "freeze"):
+        if method.kind == "full":
+            model.requires_grad_(True)
+        else:
+            model = _freeze_all_but(model, method.layers, method.modules)
+        if is_vision_model(model):
+            set_vision_trainable(model, method.vision.train_tower, method.vision.train_projector)
         return model
-    if method.kind == "freeze":
-        return _freeze_all_but(model, method.layers, method.modules)
     if method.kind == "qlora":
         from tunesmith.model.quantize import is_quantized
 
@@ -48,16 +53,24 @@ def _add_lora(model, method: MethodConfig):
     """
     from peft import LoraConfig, get_peft_model
 
+    from tunesmith.model.vision import is_vision_model, lora_targets, projector_name
+
     lora = method
+    targets, to_save = lora.targets, list(lora.modules_to_save)
+    if is_vision_model(model):
+        if targets == "all-linear":
+            targets = lora_targets(model, method.vision.train_tower)
+        if method.vision.train_projector:
+            to_save.append(projector_name(model))
     config = LoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=lora.targets,
+        target_modules=targets,
         target_parameters=lora.target_parameters or None,
         use_dora=lora.dora,
         use_rslora=lora.rslora,
-        modules_to_save=lora.modules_to_save or None,
+        modules_to_save=to_save or None,
         task_type="CAUSAL_LM",
     )
     try:
@@ -65,7 +78,7 @@ def _add_lora(model, method: MethodConfig):
     except ValueError as err:
         raise TunesmithError(f"method.targets / target_parameters: {err}; name linear layers (or, in "
                              "target_parameters, weights) of this model, or use all-linear") from None
-    _check_modules_to_save(peft_model, lora.modules_to_save)
+    _check_modules_to_save(peft_model, to_save)
     return peft_model
 
 

@@ -32,7 +32,8 @@ def build_app(engine, options: ServerOptions):
     _add_model_routes(app, state)
     add_chat_route(app, state)
     add_completions_route(app, state)
-    app.add_middleware(Guard, api_key=options.api_key, max_body_bytes=options.max_body_bytes)
+    app.add_middleware(Guard, api_key=options.api_key, max_body_bytes=options.max_body_bytes,
+                       max_image_body_bytes=options.max_image_body_bytes)
     if options.cors_origins:  # added last so it runs first: browsers' preflight requests carry no key
         from fastapi.middleware.cors import CORSMiddleware
 

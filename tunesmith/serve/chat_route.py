@@ -14,7 +14,8 @@ from tunesmith.serve.common import (
     SSE_HEADERS, ClientGone, ServerState, completion_id, generation_settings, results_unless_gone, sse, usage,
 )
 from tunesmith.serve.errors import ApiError, bad_request
-from tunesmith.serve.prompt import ids_keeping_typed_text
+from tunesmith.serve.images import decode_image_url
+from tunesmith.serve.prompt import ids_keeping_typed_text, image_prompt_ids
 from tunesmith.serve.schemas import ChatRequest, Message
 from tunesmith.serve.tool_plan import ChoiceStream, ToolPlan, plan_tools
 
@@ -24,11 +25,11 @@ def add_chat_route(app, state: ServerState) -> None:
     async def chat_completions(body: ChatRequest, request: Request):
         state.check_model(body.model)
         plan = plan_tools(body, state.engine.template.source)
-        prompt_ids = await state.off_loop(_prompt_ids, state, body, plan)
+        prompt_ids, pixels = await state.off_loop(_prompt_ids, state, body, plan)
         state.check_fits(prompt_ids)
         budget = body.max_completion_tokens or body.max_tokens
         settings = generation_settings(body, budget, len(prompt_ids), state.engine)
-        submission = state.submit([(prompt_ids, choice) for choice in settings])
+        submission = state.submit([(prompt_ids, choice) for choice in settings], pixels)
         head = {"id": completion_id("chatcmpl"), "created": int(time.time()), "model": body.model}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -68,16 +69,23 @@ def _arguments(text: str):
         raise bad_request("tool call arguments must be a JSON object", "messages") from None
 
 
-def _prompt_ids(state: ServerState, body: ChatRequest, plan: ToolPlan) -> list[int]:
+def _prompt_ids(state: ServerState, body: ChatRequest, plan: ToolPlan) -> tuple[list[int], dict | None]:
+    """(prompt ids, the pixels of the request's images or None)."""
     from jinja2 import TemplateError
 
     template = state.engine.template
+    images = [decode_image_url(url, state.image_guard, f"messages.{index}.content")
+              for index, message in enumerate(body.messages) for url in message.image_urls()]
+    if images and template.media is None:
+        raise bad_request("this model is text-only and cannot read images; send text only", "messages")
     try:
         text = template.render(template_messages(body.messages), plan.tools, add_generation_prompt=True)
     except (TemplateError, TunesmithError) as err:
         raise bad_request(f"the model's chat template cannot render these messages: {err}", "messages") from None
     contents = [message.text() for message in body.messages]
-    return ids_keeping_typed_text(template.tokenizer, text + plan.prefix, contents)
+    if not images:
+        return ids_keeping_typed_text(template.tokenizer, text + plan.prefix, contents), None
+    return image_prompt_ids(template, text + plan.prefix, contents, images), template.media.pixels(images)
 
 
 def _finish_reason(result: DecodeResult, calls: list) -> str:

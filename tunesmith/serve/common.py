@@ -28,6 +28,8 @@ class ServerOptions:
     max_batch: int = 8  # requests decoded together
     max_waiting: int = 64  # requests queued beyond that before answering 429
     max_body_bytes: int = 4 * 1024 * 1024
+    max_image_body_bytes: int = 32 * 1024 * 1024  # the limit for a request with image parts (base64 images)
+    image_folders: list[str] = field(default_factory=list)  # where local image files may be read; empty: none
     cors_origins: list[str] = field(default_factory=list)  # empty: no CORS headers at all
     retry_after_s: int = 2
 
@@ -63,8 +65,15 @@ class ServerState:
             code = "context_length_exceeded" if len(prompt_ids) else "invalid_value"
             raise ApiError(400, str(err).split(";")[0], code, param) from None
 
-    def submit(self, choices: list[tuple[list[int], GenerationSettings]]) -> Submission:
-        submission = Submission(choices)
+    @functools.cached_property
+    def image_guard(self):
+        """What decides which local image files a request may name: None (none) unless --image-folder."""
+        from tunesmith.path_guard import PathGuard
+
+        return PathGuard(self.options.image_folders) if self.options.image_folders else None
+
+    def submit(self, choices: list[tuple[list[int], GenerationSettings]], pixels: dict | None = None) -> Submission:
+        submission = Submission(choices, pixels)
         try:
             self.scheduler.submit(submission)
         except QueueFull:

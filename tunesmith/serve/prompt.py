@@ -35,6 +35,30 @@ def ids_keeping_typed_text(tokenizer, rendered: str, contents: list[str]) -> lis
     return ids + encode(rendered[cursor:])
 
 
+def image_prompt_ids(template, rendered: str, contents: list[str], images: list) -> list[int]:
+    """`ids_keeping_typed_text` of a prompt with images: each image part's mark (in `contents` and in the
+    rendering) becomes that image's tokens, and the text between marks keeps what the client typed as text."""
+    from tunesmith.data.media_render import IMAGE_MARK
+
+    pieces = rendered.split(IMAGE_MARK)
+    if len(pieces) - 1 != len(images):
+        raise bad_request("a text part holds the private-use character U+E002, or this model's chat template "
+                          "rewrites messages with images; remove that character", "messages")
+    typed_in: list[list[str]] = [[] for _ in pieces]  # the contents' fragments, by the piece they land in
+    index = 0
+    for content in contents:
+        fragments = content.split(IMAGE_MARK)
+        for offset, fragment in enumerate(fragments):
+            typed_in[index + offset].append(fragment)
+        index += len(fragments) - 1
+    ids = []
+    for number, piece in enumerate(pieces):
+        ids += ids_keeping_typed_text(template.tokenizer, piece, typed_in[number])
+        if number < len(images):
+            ids += template.media.image_ids(images[number])
+    return ids
+
+
 def _as_text(content: str, marker: re.Pattern, encode) -> list[int]:
     """`content` tokenized with each added-token text split after its first character, so it matches no
     added token and is spelt with ordinary tokens that decode to the same characters."""

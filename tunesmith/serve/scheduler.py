@@ -86,12 +86,14 @@ class BatchScheduler:
 class Submission:
     """The n choices of one API request, seen from the event loop: text pieces as they come, then results."""
 
-    def __init__(self, choices: list[tuple[list[int], GenerationSettings]]):
-        """`choices`: the prompt ids and settings of each choice, in the order the response lists them."""
+    def __init__(self, choices: list[tuple[list[int], GenerationSettings]], pixels: dict | None = None):
+        """`choices`: the prompt ids and settings of each choice, in the order the response lists them;
+        `pixels`: the prompt's images, for a vision-language model."""
         self._loop = asyncio.get_running_loop()
         self._events: asyncio.Queue = asyncio.Queue()
         self.requests = [
-            DecodeRequest(prompt_ids, settings, on_text=self._forward(index), on_done=self._forward(index))
+            DecodeRequest(prompt_ids, settings, on_text=self._forward(index), on_done=self._forward(index),
+                          pixels=pixels)
             for index, (prompt_ids, settings) in enumerate(choices)
         ]
         self._delivered: set[int] = set()

@@ -4,9 +4,11 @@ metadata, store...) are accepted."""
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tunesmith.data.media_render import IMAGE_MARK
 
 
 MAX_STOP_CHARS = 256  # each stop string is searched for at every token: long ones would slow every reply
@@ -19,8 +21,18 @@ class Strict(BaseModel):
 
 
 class TextPart(Strict):
-    type: Literal["text"]  # images, audio and files are refused: no route fetches what a client names
+    type: Literal["text"]
     text: str
+
+
+class ImageUrl(Strict):
+    url: str  # a data: URL; a local path only where the server allows it (serve/images.py); never fetched
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; the model's processor decides the size
+
+
+class ImagePart(Strict):
+    type: Literal["image_url"]  # audio and files are refused
+    image_url: ImageUrl
 
 
 class FunctionCall(Strict):
@@ -36,16 +48,21 @@ class ToolCall(Strict):
 
 class Message(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Union[str, list[TextPart], None] = None
+    content: Union[str, list[Annotated[Union[TextPart, ImagePart], Field(discriminator="type")]], None] = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     refusal: str | None = None
 
     def text(self) -> str:
+        """The content as text; each image part stands as the image mark (data/media_render.py)."""
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text if isinstance(part, TextPart) else IMAGE_MARK for part in self.content)
         return self.content or ""
+
+    def image_urls(self) -> list[str]:
+        return [part.image_url.url for part in self.content or [] if isinstance(part, ImagePart)] \
+            if isinstance(self.content, list) else []
 
 
 class FunctionSpec(Strict):

@@ -19,10 +19,12 @@ from tunesmith.serve.errors import ApiError
 
 
 class Guard:
-    def __init__(self, app, api_key: str | None, max_body_bytes: int):
+    def __init__(self, app, api_key: str | None, max_body_bytes: int, max_image_body_bytes: int | None = None):
         self.app = app
         self.expected = _digest(f"Bearer {api_key}".encode()) if api_key else None
         self.max_body_bytes = max_body_bytes
+        # base64 images make bodies large: a request with image parts has a limit of its own
+        self.max_image_body_bytes = max(max_body_bytes, max_image_body_bytes or 0)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -36,9 +38,11 @@ class Guard:
                 403, "this server has no API key, so it answers only requests addressed to localhost or a loopback "
                 "address; use http://127.0.0.1:PORT, or start it with an API key", "host_not_allowed"))
         body = await self._read_body(receive)
-        if body is None:
+        if body is None or (len(body) > self.max_body_bytes and _IMAGE_PART not in body):
+            limit = self.max_image_body_bytes if body is None else self.max_body_bytes
             return await _reject(send, ApiError(
-                413, f"the request body is larger than {self.max_body_bytes} bytes", "request_too_large"))
+                413, f"the request body is larger than {limit} bytes ({self.max_image_body_bytes} for a request "
+                "with image parts)", "request_too_large"))
         await self.app(scope, _replay(body, receive), send)
 
     def _authorized(self, scope) -> bool:
@@ -57,11 +61,14 @@ class Guard:
                 return b"".join(chunks)
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > self.max_image_body_bytes:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+_IMAGE_PART = b'"image_url"'  # a body holding image parts may use the larger limit
 
 
 def _loopback_host(scope) -> bool:

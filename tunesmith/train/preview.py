@@ -6,7 +6,9 @@ Only the tokenizer is loaded (a folder holding just tokenizer files is enough), 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+from tunesmith.data.media_render import IMAGE_SPANS, IMAGES
 from tunesmith.data.template import IGNORE
 
 COLOR_ON, COLOR_OFF = "\x1b[1;32m", "\x1b[0m"  # bold green: trained tokens
@@ -20,8 +22,13 @@ def prepare_for_preview(config):
     from tunesmith.data.template import ChatTemplate
     from tunesmith.train.stages import get_stage
 
+    from tunesmith.data.vision_processor import load_media
+
     stage = get_stage(config.stage.kind)
-    template = ChatTemplate(_load_tokenizer(config.model), config.model.template)
+    tokenizer = _load_tokenizer(config.model)
+    # a vision-language model's image side, from its folder: images are shown where their tokens go
+    template = ChatTemplate(tokenizer, config.model.template, load_media(Path(config.model.path).expanduser(),
+                                                                          tokenizer))
     data = config.data.model_copy(update={"val_size": 0.0, "packing": False})
     prepared = prepare_data(data, lambda records: stage.encode_many(records, template, data), stage.record_kind, 0,
                             fingerprint=encoder_fingerprint(template, stage.name))
@@ -30,8 +37,6 @@ def prepare_for_preview(config):
 
 def _load_tokenizer(model):
     """The tokenizer alone: a local folder is read directly (tokenizer files suffice, no config.json)."""
-    from pathlib import Path
-
     from tunesmith.model.load import load_tokenizer, resolve_source, tokenizer_from
 
     folder = Path(model.path).expanduser()
@@ -64,6 +69,18 @@ def render_sample(tokenizer, ids: list[int], labels: list[int], color: bool) -> 
     return "".join(parts)
 
 
+def render_with_images(tokenizer, sample, color: bool) -> str:
+    """`render_sample`, each image's tokens shown as one marker: which image, and how many tokens it takes."""
+    parts, start = [], 0
+    images = zip(sample.meta.get(IMAGES, []), sample.meta.get(IMAGE_SPANS, []))
+    for number, (path, (first, stop)) in enumerate(images, 1):
+        parts.append(render_sample(tokenizer, sample.input_ids[start:first], sample.labels[start:first], color))
+        parts.append(f"<image {number}: {Path(path).name}, {stop - first} tokens>")
+        start = stop
+    parts.append(render_sample(tokenizer, sample.input_ids[start:], sample.labels[start:], color))
+    return "".join(parts)
+
+
 def preview_lines(tokenizer, prepared, count: int, as_json: bool, color: bool):
     """The lines `tunesmith data preview` prints."""
     samples = prepared.train[:count]
@@ -73,7 +90,7 @@ def preview_lines(tokenizer, prepared, count: int, as_json: bool, color: bool):
         return
     for index, sample in enumerate(samples):
         yield f"── sample {index + 1}: {len(sample.input_ids)} tokens, {sample.num_targets} trained ──"
-        yield render_sample(tokenizer, sample.input_ids, sample.labels, color)
+        yield render_with_images(tokenizer, sample, color)
     stats = statistics(prepared)
     yield "── statistics ──"
     yield (f"samples {stats['samples']}, tokens {stats['tokens']:,} ({stats['trained_tokens']:,} trained); length "

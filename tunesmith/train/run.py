@@ -35,7 +35,9 @@ def build_run(config: RunConfig) -> Run:
 
     from tunesmith.data.cache import encoder_fingerprint
     from tunesmith.data.dataset import prepare_data
+    from tunesmith.data.media import refuse_images
     from tunesmith.data.template import ChatTemplate
+    from tunesmith.data.vision_processor import load_media
     from tunesmith.dist.accelerator import make_accelerator
     from tunesmith.model.load import load_tokenizer, resolve_source
     from tunesmith.train.batches import BatchStream
@@ -56,9 +58,11 @@ def build_run(config: RunConfig) -> Run:
     stage = get_stage(config.stage.kind, config.stage)
     source = resolve_source(config.model)
     tokenizer = load_tokenizer(config.model, source)
-    template = ChatTemplate(tokenizer, config.model.template)
+    media = stage.media = load_media(source.location, tokenizer)
+    template = ChatTemplate(tokenizer, config.model.template, media)
+    takes = (lambda records: records) if stage.takes_images else partial(refuse_images, stage_name=stage.name)
     with accelerator.main_process_first():  # rank 0 tokenizes; the others then read its cache
-        data = prepare_data(config.data, lambda records: stage.encode_many(records, template, config.data),
+        data = prepare_data(config.data, lambda records: stage.encode_many(takes(records), template, config.data),
                             stage.record_kind, config.train.seed,
                             fingerprint=encoder_fingerprint(template, stage.name), vocab_size=len(tokenizer))
     accelerator.print(data.summary())
@@ -80,7 +84,9 @@ def build_run(config: RunConfig) -> Run:
 def run_to_the_end(run: Run) -> Path:
     """Train, then save the weights, the loss plot and the run's card."""
     from tunesmith.dist.deepspeed import full_state_dict
+    from tunesmith.model.load import resolve_source
     from tunesmith.model.save import save_trained
+    from tunesmith.model.vision import save_processor_files
     from tunesmith.run_card import write_run_card
     from tunesmith.train.plot import plot_loss
 
@@ -90,6 +96,7 @@ def run_to_the_end(run: Run) -> Path:
     if accelerator.is_main_process:
         save_trained(accelerator.unwrap_model(run.trainer.model), run.tokenizer, run.template.source, run.run_dir,
                      weights)
+        save_processor_files(resolve_source(run.config.model).location, run.run_dir)
         plot_loss(run.run_dir)
         write_run_card(run.run_dir, run.config)
         accelerator.print(f"run saved in {run.run_dir}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from tunesmith.data.collator import TARGET_INDEX, pad_batch
+from tunesmith.data.collator import TARGET_INDEX, add_pixels, pad_batch
 from tunesmith.errors import TunesmithError
 from tunesmith.train.losses import cross_entropy_sum
 from tunesmith.train.token_logps import LogpsModel, token_logps
@@ -21,12 +21,14 @@ class Stage:
     name = ""
     record_kind = "conversation"  # what data/formats should produce: conversation | text | preference | kto
     reports_perplexity = False  # only where the loss is a mean per-token cross entropy
+    takes_images = False  # whether records with images may reach `encode` (data/media_render.py)
     updates_per_window = 1  # optimizer updates the loop takes on each window
     eval_metric, eval_higher_is_better = "eval_loss", False  # what early stopping and best-eval follow
 
     def __init__(self, config=None):
         self.config = config  # the run's StageConfig (knobs such as beta); None for stages without any
         self.accelerator = None  # the run's, set by the loop: for statistics over all processes' rows
+        self.media = None  # a vision-language model's image side (data/vision_processor.py), set by the run
 
     def check(self, config, data) -> None:
         """Refuse a run this stage cannot do, once the data is read and before the model loads."""
@@ -49,6 +51,10 @@ class Stage:
 
     def collate(self, samples: list, pad_id: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def with_media(self, batch: dict[str, torch.Tensor], rows: list) -> dict[str, torch.Tensor]:
+        """The batch with its rows' pixels when the model reads images (rows: the batch's samples, in order)."""
+        return batch if self.media is None else add_pixels(batch, rows, self.media)
 
     def count_units(self, batch: dict[str, torch.Tensor]) -> int:
         """How many units the batch's loss is summed over (known on the host before the forward pass)."""
@@ -121,7 +127,7 @@ class TokenStage(Stage):
         raise NotImplementedError
 
     def collate(self, samples, pad_id):
-        return pad_batch(samples, pad_id)
+        return self.with_media(pad_batch(samples, pad_id), samples)
 
     def count_units(self, batch):
         return batch[TARGET_INDEX].numel()

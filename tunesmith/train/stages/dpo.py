@@ -13,6 +13,7 @@ LENGTH_AVERAGED = ("ipo", "orpo", "simpo")  # these losses compare mean log-prob
 
 class DpoStage(PairStage):
     name = "dpo"
+    takes_images = True  # a pair's images are in its shared prompt: both rows carry them
 
     def __init__(self, config=None):
         super().__init__(config)

@@ -14,6 +14,8 @@ from bisect import bisect_left
 import torch
 
 from tunesmith.data.collator import TARGET_INDEX, pad_batch
+from tunesmith.data.media import check_model_reads
+from tunesmith.data.media_render import IMAGES, encode_reply_with_media
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
 from tunesmith.train.stages.base import Stage
@@ -47,16 +49,28 @@ def fit(ids: list[int], reply_start: int, max_length: int, keep_prompt: int) -> 
     return Encoded(ids, labels), cut > 0
 
 
-def encode_replies(template, prompt, replies: list[dict], tools, max_length: int) -> list[Encoded]:
-    """Each reply after the same prompt, the prompt cut from the left by the same amount so all fit."""
-    encoded = [encode_reply(template, prompt, reply, tools) for reply in replies]
+def encode_replies(template, prompt, replies: list[dict], tools, max_length: int, record=None) -> list[Encoded]:
+    """Each reply after the same prompt, the prompt cut from the left by the same amount so all fit.
+
+    For a vision-language model the prompt's images are expanded (data/media_render.py) and a prompt with
+    images is never cut: a pair that does not fit is dropped, as one whose reply does not fit.
+    """
+    images = getattr(record, "images", [])
+    if record is not None:
+        check_model_reads(record, template.media)
+    if template.media is not None:
+        encoded = [encode_reply_with_media(template, prompt, reply, tools, images) for reply in replies]
+    else:
+        encoded = [encode_reply(template, prompt, reply, tools) for reply in replies]
     longest_reply = max(len(ids) - start for ids, start in encoded)
     keep = min(start for _, start in encoded)
-    keep = max(0, min(keep, max_length - longest_reply))
+    keep = max(0, min(keep, max_length - longest_reply)) if not images else keep
     samples = []
     for ids, start in encoded:
         sample, truncated = fit(ids, start, max_length, min(start, keep))
         sample.meta[PROMPT_TRUNCATED] = truncated
+        if images:
+            sample.meta[IMAGES] = list(images)
         samples.append(sample)
     return samples
 
@@ -64,7 +78,7 @@ def encode_replies(template, prompt, replies: list[dict], tools, max_length: int
 def encode_pair(template, record, max_length: int) -> Encoded:
     """The chosen reply as the sample, the rejected one in its meta (both fit max_length)."""
     chosen, rejected = encode_replies(template, record.prompt, [record.chosen, record.rejected], record.tools,
-                                      max_length)
+                                      max_length, record)
     if rejected.num_targets == 0:
         chosen = Encoded(chosen.input_ids, [IGNORE] * len(chosen.input_ids))  # dropped as a pair
     chosen.meta[REJECTED] = rejected
@@ -123,7 +137,7 @@ class PairStage(Stage):
         return encode_pair(template, record, data.max_length)
 
     def collate(self, samples, pad_id):
-        return collate_pairs(samples, pad_id)
+        return self.with_media(collate_pairs(samples, pad_id), list(samples) + [s.meta[REJECTED] for s in samples])
 
     def count_units(self, batch):
         return batch["input_ids"].shape[0] // 2

@@ -1,0 +1,65 @@
+"""Tiny random vision-language models for tests: Qwen2-VL built from its config, with the qwen3 tokenizer
+(it has Qwen's vision tokens) and an image processor with small sizes, saved as a model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import TOKENIZERS
+
+# Small images: between 4 and 16 merged patches (28 x 28 pixels each) per image.
+IMAGE_SIZES = {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16}
+
+
+def image_processor():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2, **IMAGE_SIZES)
+
+
+# The vision tower of each architecture, tiny: Qwen2.5-VL's adds windowed attention and an RMSNorm MLP.
+TOWERS = {
+    "qwen2_vl": dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2),
+    "qwen2_5_vl": dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                       window_size=56, fullatt_block_indexes=[1]),
+}
+
+
+def build_tiny_qwen2_vl(folder: Path, seed: int = 0, model_type: str = "qwen2_vl") -> Path:
+    """A tiny random Qwen2-VL (or, with model_type qwen2_5_vl, Qwen2.5-VL) model folder."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZERS / "qwen3")
+    ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>") for name in
+           ("image_pad", "video_pad", "vision_start", "vision_end")}
+    text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
+    vision = dict(TOWERS[model_type], patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    config = AutoConfig.for_model(model_type, text_config=text, vision_config=vision, tie_word_embeddings=True,
+                                  image_token_id=ids["image_pad"], video_token_id=ids["video_pad"],
+                                  vision_start_token_id=ids["vision_start"], vision_end_token_id=ids["vision_end"])
+    torch.manual_seed(seed)
+    AutoModelForImageTextToText.from_config(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    image_processor().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vl_dir(tmp_path_factory) -> Path:
+    """The tiny Qwen2-VL folder, built once per session (import this fixture into a test module)."""
+    return build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen2-vl"))
+
+
+def vision_template(folder: Path):
+    """The model folder's tokenizer and chat template with its image side (data/vision_processor.py)."""
+    from tunesmith.data.template import ChatTemplate
+    from tunesmith.data.vision_processor import load_media
+    from tunesmith.model.load import tokenizer_from
+
+    tokenizer = tokenizer_from(folder)
+    return ChatTemplate(tokenizer, "auto", load_media(folder, tokenizer))
