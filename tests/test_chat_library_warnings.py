@@ -18,7 +18,7 @@ class WarningEngine:
 
     max_context = 512
 
-    def stream(self, messages, settings):
+    def stream(self, messages, settings, images=None):
         pieces = []
 
         def work():

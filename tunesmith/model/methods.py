@@ -5,6 +5,7 @@ Stages get the model this module returns and never ask which method made it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from tunesmith.config.method_kinds import MethodConfig
@@ -74,7 +75,11 @@ def _add_lora(model, method: MethodConfig):
         task_type="CAUSAL_LM",
     )
     try:
-        peft_model = get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated is_gradient_checkpointing; the FutureWarning is theirs to fix
+            # and would be the first line every LoRA run prints
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            peft_model = get_peft_model(model, config)
     except ValueError as err:
         raise TunesmithError(f"method.targets / target_parameters: {err}; name linear layers (or, in "
                              "target_parameters, weights) of this model, or use all-linear") from None
