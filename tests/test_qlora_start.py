@@ -30,13 +30,16 @@ def test_qlora_loss_before_training_is_the_bitsandbytes_round_trip_loss(tiny_mod
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunesmith.config.method_kinds import parse_method
+    from tunesmith.data.collator import pad_batch
+    from tunesmith.data.records import Encoded
     from tunesmith.config.schema import ModelConfig
     from tunesmith.model.load import load_model
     from tunesmith.model.methods import apply_method
     from tunesmith.train.stages import get_stage
 
-    ids = torch.tensor([AutoTokenizer.from_pretrained(tiny_model_dir)(TEXT)["input_ids"]])
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    token_ids = AutoTokenizer.from_pretrained(tiny_model_dir)(TEXT)["input_ids"]
+    batch = pad_batch([Encoded(token_ids, list(token_ids))], pad_id=0)  # one row: no padding, every token trained
+    ids = batch["input_ids"]
 
     config = ModelConfig(path=str(tiny_model_dir), dtype="float32", quantization_bit=4, quantization_type="nf4",
                          double_quantization=True)
