@@ -9,12 +9,24 @@ train several optimizer updates on one window (`updates_per_window`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
 import torch
 
 from tunesmith.data.collator import TARGET_INDEX, add_pixels, pad_batch
 from tunesmith.errors import TunesmithError
 from tunesmith.train.losses import cross_entropy_sum
 from tunesmith.train.token_logps import LogpsModel, token_logps
+
+if TYPE_CHECKING:  # names for the annotations only: the stage protocol's types, without importing them at run time
+    from tunesmith.config.schema import DataConfig, RunConfig
+    from tunesmith.config.stage_kinds import StageConfig
+    from tunesmith.data.dataset import PreparedData
+    from tunesmith.data.records import Conversation, Encoded, KtoExample, Preference, Text
+    from tunesmith.data.template import ChatTemplate
+
+    Record = Conversation | Text | Preference | KtoExample
+    Batch = dict[str, torch.Tensor]
 
 
 class Stage:
@@ -25,51 +37,53 @@ class Stage:
     updates_per_window = 1  # optimizer updates the loop takes on each window
     eval_metric, eval_higher_is_better = "eval_loss", False  # what early stopping and best-eval follow
 
-    def __init__(self, config=None):
+    def __init__(self, config: StageConfig | None = None):
         self.config = config  # the run's StageConfig (knobs such as beta); None for stages without any
         self.accelerator = None  # the run's, set by the loop: for statistics over all processes' rows
         self.media = None  # a vision-language model's image side (data/vision_processor.py), set by the run
 
-    def check(self, config, data) -> None:
+    def check(self, config: RunConfig, data: PreparedData) -> None:
         """Refuse a run this stage cannot do, once the data is read and before the model loads."""
 
     def stream_batch_size(self, batch_size: int) -> int:
         """Samples per batch the data stream gives for `train.batch_size` (grpo: prompts, not completions)."""
         return batch_size
 
-    def prepare(self, model, data, config, device):
+    def prepare(self, model: torch.nn.Module, data: PreparedData, config: RunConfig,
+                device: torch.device) -> torch.nn.Module:
         """The model to train, made ready once data and weights are loaded (e.g. a value head added, a
         reference model built). `data` is the PreparedData, `config` the RunConfig."""
         return model
 
-    def encode(self, record, template, data):
+    def encode(self, record: Record, template: ChatTemplate, data: DataConfig) -> Encoded:
         raise NotImplementedError
 
-    def encode_many(self, records: list, template, data) -> list:
+    def encode_many(self, records: list[Record], template: ChatTemplate, data: DataConfig) -> list[Encoded]:
         """`encode` of each record; stages whose tokenization batches well override it."""
         return [self.encode(record, template, data) for record in records]
 
-    def collate(self, samples: list, pad_id: int) -> dict[str, torch.Tensor]:
+    def collate(self, samples: list[Encoded], pad_id: int) -> Batch:
         raise NotImplementedError
 
-    def with_media(self, batch: dict[str, torch.Tensor], rows: list) -> dict[str, torch.Tensor]:
+    def with_media(self, batch: Batch, rows: list[Encoded]) -> Batch:
         """The batch with its rows' pixels when the model reads images (rows: the batch's samples, in order)."""
         return batch if self.media is None else add_pixels(batch, rows, self.media)
 
-    def count_units(self, batch: dict[str, torch.Tensor]) -> int:
+    def count_units(self, batch: Batch) -> int:
         """How many units the batch's loss is summed over (known on the host before the forward pass)."""
         raise NotImplementedError
 
-    def loss(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(summed loss, summed extra metrics) over the batch's units."""
         raise NotImplementedError
 
-    def window(self, model, batches: list[dict], step: int) -> tuple[list[dict], dict[str, float]]:
+    def window(self, model: torch.nn.Module, batches: list[Batch], step: int) -> tuple[list[Batch], dict[str, float]]:
         """(the batches the loop trains step `step` + 1 on, stats to log with it) from the data stream's batches
         of the window; online stages generate their rollouts here."""
         return batches, {}
 
-    def evaluate(self, model, samples: list, batch_size: int, collate, device, autocast) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, samples: list[Encoded], batch_size: int,
+                 collate: Callable[[list[Encoded]], Batch], device: torch.device, autocast) -> dict[str, float]:
         """The validation record: mean loss and extra metrics over the samples' units."""
         from tunesmith.train.batches import eval_batches
         from tunesmith.train.evaluation import evaluate_stage
@@ -117,7 +131,8 @@ class TokenStage(Stage):
 
     reports_perplexity = True
 
-    def prepare(self, model, data, config, device):
+    def prepare(self, model: torch.nn.Module, data: PreparedData, config: RunConfig,
+                device: torch.device) -> torch.nn.Module:
         return LogpsModel(model)  # the loss inside the model's forward, where distributed wrappers see it
 
     def encode(self, record, template, data):
