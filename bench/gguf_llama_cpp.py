@@ -36,7 +36,7 @@ def main() -> None:
     for kind in ("q8_0", "q4_k_m"):
         gguf = report.folder / "gguf" / f"model-{kind}.gguf"
         print(f"\n== {kind}: {report.seconds[f'gguf {kind}']:.1f} s to write, {gguf.stat().st_size / 1e6:.1f} MB")
-        print(f"llama.cpp answers {QUESTION!r}: {answer(report.folder, gguf, args.new_tokens)!r}")
+        print(f"llama.cpp answers {QUESTION!r}: {answer(report.folder, gguf, args.new_tokens)}")
 
 
 def train_quickstart(output_dir: Path) -> Path:
@@ -57,8 +57,14 @@ def answer(hf_folder: Path, gguf: Path, new_tokens: int) -> str:
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
                                            tokenize=False)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    reply = judge(node_modules(), gguf, [], [ids], new_tokens)["continuations"][0]
-    return tokenizer.decode(reply, skip_special_tokens=True)
+    out = judge(node_modules(), gguf, [], [ids], new_tokens)
+    reply, eos = out["continuations"][0], out["info"]["eos"]
+    # The judge continues past the end of turn (it compares fixed-length continuations); a chat stops at
+    # llama.cpp's own end-of-generation token, read from the file, so that is where the answer ends.
+    ended = eos in reply
+    reply = reply[:reply.index(eos)] if ended else reply
+    stop = f"stops at llama.cpp's eos {tokenizer.convert_ids_to_tokens(eos)!r}" if ended else "no eos within the limit"
+    return f"{tokenizer.decode(reply, skip_special_tokens=True)!r} ({stop})"
 
 
 if __name__ == "__main__":

@@ -31,7 +31,10 @@ def merged_model(run_dir: Path, config: RunConfig, progress: bool = True):
         base = load_model(config.model.model_copy(update=fp32))
     from peft import PeftModel
 
-    with_adapter = PeftModel.from_pretrained(base, str(run_dir))
+    from tunesmith.model.peft_warnings import quiet_peft
+
+    with quiet_peft():
+        with_adapter = PeftModel.from_pretrained(base, str(run_dir))
     return with_adapter.merge_and_unload(progressbar=progress)
 
 

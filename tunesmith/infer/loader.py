@@ -50,9 +50,11 @@ def load_engine(
     if adapter_dir is not None:
         from peft import PeftModel
 
+        from tunesmith.model.peft_warnings import quiet_peft
         from tunesmith.model.quantize import is_quantized
 
-        network = PeftModel.from_pretrained(network, str(adapter_dir))
+        with quiet_peft():
+            network = PeftModel.from_pretrained(network, str(adapter_dir))
         if not is_quantized(network.base_model.model):
             # Folded into the weights, the adapter costs nothing per token; a quantized base keeps it apart.
             network = network.merge_and_unload()

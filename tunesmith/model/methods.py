@@ -5,11 +5,11 @@ Stages get the model this module returns and never ask which method made it.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 from tunesmith.config.method_kinds import MethodConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.model.peft_warnings import quiet_peft
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,7 @@ def _add_lora(model, method: MethodConfig):
         task_type="CAUSAL_LM",
     )
     try:
-        with warnings.catch_warnings():
-            # peft reads transformers' deprecated is_gradient_checkpointing; the FutureWarning is theirs to fix
-            # and would be the first line every LoRA run prints
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        with quiet_peft():
             peft_model = get_peft_model(model, config)
     except ValueError as err:
         raise TunesmithError(f"method.targets / target_parameters: {err}; name linear layers (or, in "

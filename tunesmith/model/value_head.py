@@ -100,7 +100,10 @@ def load_scorer(folder: Path, base, device: str = "cpu") -> ValueHeadModel:
     if is_adapter(folder):
         from peft import PeftModel
 
-        backbone = PeftModel.from_pretrained(load_model(base, device), str(folder)).merge_and_unload()
+        from tunesmith.model.peft_warnings import quiet_peft
+
+        with quiet_peft():
+            backbone = PeftModel.from_pretrained(load_model(base, device), str(folder)).merge_and_unload()
     else:
         backbone = load_model(base.model_copy(update={"path": str(folder), "gguf_file": None}), device)
     scorer = ValueHeadModel(backbone, load_value_head(folder, backbone.config.hidden_size))
