@@ -22,7 +22,7 @@ def write_gguf(hf_folder: Path, path: Path, kind: str, tokenizer, template_sourc
 
     config = AutoConfig.from_pretrained(hf_folder)
     arch = gguf_architecture(config)
-    check_vocab(tokenizer, config.vocab_size)
+    vocab_spec = check_vocab(tokenizer, config.vocab_size)
     plan = tensor_plan(arch, TensorSource(hf_folder))
     has_output = any(tensor.name == "output.weight" for tensor in plan)
     qtypes = [tensor_type(kind, tensor.name, tensor.shape, config.num_hidden_layers, has_output) for tensor in plan]
@@ -32,7 +32,7 @@ def write_gguf(hf_folder: Path, path: Path, kind: str, tokenizer, template_sourc
     writer.add_file_type(file_type(kind))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_hyperparameters(writer, arch)
-    add_vocab(writer, tokenizer, config.vocab_size, template_source, stop_ids)
+    add_vocab(writer, tokenizer, vocab_spec, config.vocab_size, template_source, stop_ids)
     for tensor, qtype in zip(plan, qtypes):
         stored_shape, dtype, nbytes = stored_layout(tensor.shape, qtype)
         writer.add_tensor_info(tensor.name, stored_shape, dtype, nbytes, raw_dtype=qtype)

@@ -40,8 +40,9 @@ def vocab_kind(spec: dict) -> str:
     )
 
 
-def check_vocab(tokenizer, vocab_size: int) -> None:
-    """Fail before any work on a vocabulary the writer cannot express or that does not fit the model."""
+def check_vocab(tokenizer, vocab_size: int) -> dict:
+    """Fail before any work on a vocabulary the writer cannot express or that does not fit the model; the
+    tokenizer's spec (its parsed tokenizer.json, seconds for a 150k vocabulary) for `add_vocab`."""
     spec = tokenizer_spec(tokenizer)
     if vocab_kind(spec) == "gpt2":
         pretokenizer_name(spec)
@@ -50,13 +51,14 @@ def check_vocab(tokenizer, vocab_size: int) -> None:
             f"the tokenizer has {len(tokenizer.get_vocab())} tokens but the model only {vocab_size} embedding "
             "rows; the run's tokenizer does not belong to this model"
         )
+    return spec
 
 
-def add_vocab(writer, tokenizer, vocab_size: int, template_source: str, stop_ids: list[int]) -> None:
-    """Write the tokenizer of the merged model; rows past the tokenizer's length become unused padding."""
+def add_vocab(writer, tokenizer, spec: dict, vocab_size: int, template_source: str, stop_ids: list[int]) -> None:
+    """Write the tokenizer of the merged model (`spec`: what `check_vocab` returned); rows past the tokenizer's
+    length become unused padding."""
     from tunesmith.export.gguf_vocab_spm import add_spm_vocab
 
-    spec = tokenizer_spec(tokenizer)
     tokens, types = tokens_and_types(tokenizer, vocab_size)
     if vocab_kind(spec) == "llama":
         add_spm_vocab(writer, spec, tokens, types)
@@ -83,7 +85,6 @@ def add_vocab(writer, tokenizer, vocab_size: int, template_source: str, stop_ids
 def tokens_and_types(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
     from gguf import TokenType
 
-    check_vocab(tokenizer, vocab_size)
     by_id = {index: token for token, index in tokenizer.get_vocab().items()}
     added = tokenizer.added_tokens_decoder
     tokens, types = [], []

@@ -1,6 +1,6 @@
 """A signed manifest of a checkpoint's files, so a resume loads only what this user's tunesmith wrote.
 
-DeepSpeed reads its own checkpoint shards with pickle (`torch.load(weights_only=False)`): a crafted file there
+DeepSpeed reads its own checkpoint shards with pickle (its loads allow any object): a crafted file there
 would run code on resume. So when such a checkpoint is committed, its completion record lists the SHA-256 of
 every file in it and an HMAC over that record, keyed by a secret kept in tunesmith's user config folder, never
 in a run folder. Before anything is loaded the record's signature and every digest are checked; a folder
