@@ -135,3 +135,24 @@ def test_llamafactory_moe_aux_loss_coef_becomes_the_router_loss_weight():
 
     assert translation.config["train"]["router_aux_loss_coef"] == 0.01
     assert translation.applied["moe_aux_loss_coef"] == "train.router_aux_loss_coef"
+
+
+def test_router_loss_is_counted_once_under_gradient_checkpointing(moe_dir, loaded_once, tmp_path, monkeypatch):
+    """Checkpointing reruns each layer's forward during backward; the router hooks must not record those reruns
+    (one set of router logits per layer), and the loss, the aux term and the gradient equal a run without it."""
+    from tunesmith.model.moe import RouterLoss
+
+    counted = []
+    aux_loss = RouterLoss.aux_loss
+    monkeypatch.setattr(RouterLoss, "aux_loss", lambda self, logits, mask: counted.append(len(logits))
+                        or aux_loss(self, logits, mask))
+    (tmp_path / "plain").mkdir(), (tmp_path / "checkpointed").mkdir()
+    plain, samples, stage = first_step(moe_dir, tmp_path / "plain", batch_size=2)
+    checkpointed, _, _ = first_step(moe_dir, tmp_path / "checkpointed", batch_size=2, gradient_checkpointing=True)
+    _, aux, _ = transformers_loss(moe_dir, stage.collate(samples, pad_id=0))
+
+    layers = json.loads((moe_dir / "config.json").read_text())["num_hidden_layers"]
+    assert counted == [layers, layers]
+    assert checkpointed["aux_loss"] == pytest.approx(aux, rel=1e-5)
+    for key in ("loss", "aux_loss", "grad_norm"):
+        assert checkpointed[key] == pytest.approx(plain[key], rel=1e-5)

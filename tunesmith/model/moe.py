@@ -29,7 +29,8 @@ class RouterLoss:
     @contextmanager
     def recording(self):
         """Keep the router logits of the forward passes run inside, those that build a graph (a reference
-        model's no-grad pass on shared weights is left out)."""
+        model's no-grad pass on shared weights is left out). The loop runs backward after this context has removed
+        the hooks, so gradient checkpointing's recomputed forwards are not recorded a second time."""
         handles = [router.register_forward_hook(self._record) for router in self.routers]
         self._recorded = []
         try:
