@@ -1,5 +1,6 @@
-"""Tiny random vision-language models for tests: Qwen2-VL built from its config, with the qwen3 tokenizer
-(it has Qwen's vision tokens) and an image processor with small sizes, saved as a model folder."""
+"""Tiny random vision-language models for tests, each saved as a model folder with its tokenizer and a small
+image processor: Qwen2-VL / Qwen2.5-VL with the qwen3 tokenizer (it has Qwen's vision tokens), and LLaVA-1.5
+(a CLIP tower, a projector, a Llama) with the llama 2 tokenizer plus an `<image>` token, as llava-hf's."""
 
 from __future__ import annotations
 
@@ -49,14 +50,56 @@ def build_tiny_qwen2_vl(folder: Path, seed: int = 0, model_type: str = "qwen2_vl
     return folder
 
 
+# LLaVA's tower takes 56 x 56 pixels in 14-pixel patches: 16 patch features, plus CLIP's class token, which the
+# default feature strategy drops.
+LLAVA_IMAGE_SIZE, LLAVA_PATCH = 56, 14
+
+
+def llava_image_processor():
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(size={"shortest_edge": LLAVA_IMAGE_SIZE},
+                                 crop_size={"height": LLAVA_IMAGE_SIZE, "width": LLAVA_IMAGE_SIZE})
+
+
+def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
+    """A tiny random LLaVA-1.5 model folder; its tokenizer carries the vicuna chat template, as LLaVA-1.5's."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer, LlavaConfig
+
+    from tunesmith.data.template_names import template_source
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZERS / "llama2")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tokenizer.chat_template = template_source(tokenizer, "vicuna")
+    text = dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    vision = dict(model_type="clip_vision_model", image_size=LLAVA_IMAGE_SIZE, patch_size=LLAVA_PATCH,
+                  hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  projection_dim=32)
+    config = LlavaConfig(text_config=text, vision_config=vision, image_token_id=tokenizer.convert_tokens_to_ids(
+        "<image>"), vision_feature_layer=-2, vision_feature_select_strategy="default")
+    torch.manual_seed(seed)
+    AutoModelForImageTextToText.from_config(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    llava_image_processor().save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def vl_dir(tmp_path_factory) -> Path:
     """The tiny Qwen2-VL folder, built once per session (import this fixture into a test module)."""
     return build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen2-vl"))
 
 
+@pytest.fixture(scope="session")
+def llava_dir(tmp_path_factory) -> Path:
+    """The tiny LLaVA folder, built once per session (import this fixture into a test module)."""
+    return build_tiny_llava(tmp_path_factory.mktemp("llava"))
+
+
 def vision_template(folder: Path):
-    """The model folder's tokenizer and chat template with its image side (data/vision_processor.py)."""
+    """The model folder's tokenizer and chat template (its own) with its image side (data/vision_processor.py)."""
     from tunesmith.data.template import ChatTemplate
     from tunesmith.data.vision_processor import load_media
     from tunesmith.model.load import tokenizer_from

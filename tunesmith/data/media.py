@@ -119,7 +119,7 @@ def check_model_reads(record, media) -> None:
                              "(images only); drop the 'videos' column from the dataset entry")
     if getattr(record, "images", None) and media is None:
         raise TunesmithError(f"{record.source}: the record has images but the model is text-only; use a "
-                             "vision-language model (Qwen2-VL, Qwen2.5-VL) or a dataset without images")
+                             "vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA) or a dataset without images")
 
 
 def refuse_images(records: list, stage_name: str) -> list:

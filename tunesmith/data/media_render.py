@@ -120,6 +120,6 @@ def prompt_ids_with_media(template, messages: list[dict], images: list[str]) -> 
     image, in order) expanded to the images' tokens."""
     if template.media is None:
         raise TunesmithError("this model is text-only and cannot read images; use a vision-language model "
-                             "(Qwen2-VL, Qwen2.5-VL)")
+                             "(Qwen2-VL, Qwen2.5-VL, LLaVA)")
     text = template.render(_marked(messages, images), add_generation_prompt=True)
     return tokenize_marked(template, text, images)[0]

@@ -1,4 +1,4 @@
-"""Vision-language models (Qwen2-VL, Qwen2.5-VL): their loading class and which of their parts train.
+"""Vision-language models (Qwen2-VL, Qwen2.5-VL, LLaVA): their loading class and which of their parts train.
 
 Such a model has a vision tower, a projector that maps the tower's features into the language model, and the
 language model. method.vision says whether the tower and the projector train (both frozen by default, as
@@ -12,8 +12,10 @@ import json
 import re
 from pathlib import Path
 
-# model_type -> (the tower's module name, the projector's module name inside the tower)
-VISION_PARTS = {"qwen2_vl": ("visual", "merger"), "qwen2_5_vl": ("visual", "merger")}
+# model_type -> (the tower's module name, the projector's module name): Qwen's projector is inside its tower,
+# LLaVA's beside it.
+VISION_PARTS = {"qwen2_vl": ("visual", "merger"), "qwen2_5_vl": ("visual", "merger"),
+                "llava": ("vision_tower", "multi_modal_projector")}
 
 
 # A vision-language model's image side: its image processor's settings (and a combined processor's, if any).
@@ -55,23 +57,30 @@ def lora_targets(model, train_tower: bool) -> str:
     layers, and the tower's too when it trains; never the output head or the projector (trained whole)."""
     import torch
 
-    tower, projector = VISION_PARTS[model.config.model_type]
     names = set()
     for name, module in model.named_modules():
-        in_tower = f".{tower}." in f".{name}."
-        if isinstance(module, torch.nn.Linear) and "lm_head" not in name and f".{projector}." not in f".{name}.":
-            if train_tower or not in_tower:
+        if isinstance(module, torch.nn.Linear) and "lm_head" not in name:
+            part = vision_part(model, name)
+            if part is None or (part == "tower" and train_tower):
                 names.add(name)
     return "|".join(re.escape(name) for name in sorted(names))
 
 
 def set_vision_trainable(model, train_tower: bool, train_projector: bool) -> None:
     """For a method without adapters (full, freeze): the tower and the projector train only when asked."""
-    tower, projector = VISION_PARTS[model.config.model_type]
     for name, param in model.named_parameters():
-        parts = f".{name}."
-        if f".{tower}." in parts:
-            param.requires_grad_(train_projector if f".{projector}." in parts else train_tower)
+        part = vision_part(model, name)
+        if part is not None:
+            param.requires_grad_(train_projector if part == "projector" else train_tower)
+
+
+def vision_part(model, name: str) -> str | None:
+    """'projector', 'tower' or None (the language model, the head) for a module or parameter name."""
+    tower, projector = VISION_PARTS[model.config.model_type]
+    dotted = f".{name}."
+    if f".{projector}." in dotted:
+        return "projector"
+    return "tower" if f".{tower}." in dotted else None
 
 
 def projector_name(model) -> str:
@@ -89,9 +98,12 @@ def multimodal_body(model):
 def packed_position_ids(body, batch):
     """M-RoPE position ids of a packed batch, as transformers takes them for packing: [4, rows, length], the
     text positions (restarting per sample, from which the block-diagonal mask is built) over the three rotary
-    axes. Each sample's axes come from the model's own `get_rope_index`, run on that sample alone."""
+    axes. Each sample's axes come from the model's own `get_rope_index`, run on that sample alone. A model
+    without M-RoPE (LLaVA: no token types) takes the text positions as they are."""
     import torch
 
+    if "mm_token_type_ids" not in batch:
+        return batch["position_ids"]
     text_positions, types = batch["position_ids"], batch["mm_token_type_ids"]
     grids = batch.get("image_grid_thw")
     axes = text_positions[None].repeat(3, 1, 1)
@@ -112,11 +124,15 @@ def packed_position_ids(body, batch):
 
 def image_prompt_inputs(model, input_ids, mask, pixels: dict):
     """(the image inputs, M-RoPE position ids [3, rows, length], each row's position offset for the tokens
-    generated after the prompt) of a left-padded image prompt, from the model's own `get_rope_index`."""
+    generated after the prompt) of a left-padded image prompt, from the model's own `get_rope_index`. A model
+    without M-RoPE (LLaVA) takes the pixels and the plain positions of a left-padded prompt, with no offset."""
     from tunesmith.data.vision_processor import IMAGE_TOKEN_TYPE
 
     body = multimodal_body(model)
     device = input_ids.device
+    if not hasattr(body, "get_rope_index"):
+        pixel_values = pixels["pixel_values"].to(device, model.dtype)
+        return {"pixel_values": pixel_values}, (mask.cumsum(-1) - 1).clamp(min=0), None
     types = (input_ids == model.config.image_token_id).long() * IMAGE_TOKEN_TYPE
     grid = pixels["image_grid_thw"].to(device)
     positions, deltas = body.get_rope_index(input_ids, types, image_grid_thw=grid, attention_mask=mask)
