@@ -104,21 +104,31 @@ def packed_position_ids(body, batch):
 
     if "mm_token_type_ids" not in batch:
         return batch["position_ids"]
+    from tunesmith.data.vision_processor import IMAGE_TOKEN_TYPE, VIDEO_TOKEN_TYPE
+
     text_positions, types = batch["position_ids"], batch["mm_token_type_ids"]
-    grids = batch.get("image_grid_thw")
     axes = text_positions[None].repeat(3, 1, 1)
-    used = 0  # images are numbered across the batch in row order
+    # images and videos are numbered across the batch in row order: (grid key, token type, [per-video key])
+    kinds = (("image_grid_thw", IMAGE_TOKEN_TYPE, None), ("video_grid_thw", VIDEO_TOKEN_TYPE, "second_per_grid_ts"))
+    used = {IMAGE_TOKEN_TYPE: 0, VIDEO_TOKEN_TYPE: 0}
     for row in range(text_positions.shape[0]):
         starts = (text_positions[row] == 0).nonzero().flatten().tolist() + [text_positions.shape[1]]
         for start, stop in zip(starts, starts[1:]):
             sample_types = types[row, start:stop]
-            opened = (sample_types[1:] > sample_types[:-1]).sum() + (sample_types[0] > 0)
-            if not opened:
+            runs = torch.cat([sample_types[:1], sample_types[1:][sample_types[1:] != sample_types[:-1]]])
+            if not runs.any():
                 continue
+            extra = {}
+            for grid_key, kind, timing_key in kinds:
+                opened = int((runs == kind).sum())
+                if opened:
+                    extra[grid_key] = batch[grid_key][used[kind]:used[kind] + opened]
+                    if timing_key in batch:
+                        extra[timing_key] = batch[timing_key][used[kind]:used[kind] + opened]
+                    used[kind] += opened
             positions, _ = body.get_rope_index(batch["input_ids"][row:row + 1, start:stop], sample_types[None],
-                                               image_grid_thw=grids[used:used + int(opened)])
+                                               **extra)
             axes[:, row, start:stop] = positions[:, 0]
-            used += int(opened)
     return torch.cat([text_positions[None], axes])
 
 

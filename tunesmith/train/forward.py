@@ -21,7 +21,8 @@ def flattens_packed_rows(attn_implementation: str | None) -> bool:
 
 
 # What a vision-language batch adds (data/collator.py): pixels where it has images; Qwen2-VL's token types always.
-MEDIA_KEYS = ("pixel_values", "image_grid_thw", "mm_token_type_ids")
+MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts",
+              "mm_token_type_ids")
 
 
 def model_inputs(batch: dict[str, torch.Tensor], config=None) -> dict[str, torch.Tensor]:

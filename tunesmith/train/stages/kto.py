@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from tunesmith.data.collator import pad_batch
-from tunesmith.data.media_render import IMAGES
+from tunesmith.data.media_render import IMAGES, VIDEOS
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
 from tunesmith.dist.collectives import gather_rows
@@ -88,20 +88,18 @@ class KtoStage(Stage):
 
 def assign_kl_partners(samples: list[Encoded], max_length: int) -> None:
     """Give sample i its prompt with the reply of sample i+1 (cyclically), the prompt cut from the left to fit.
-    A prompt with images is never cut (an image needs all its tokens): the partner's reply is cut at its end."""
+    A prompt with images or videos is never cut (each needs all its tokens): the partner's reply is cut at its
+    end instead."""
     for index, sample in enumerate(samples):
         partner = samples[(index + 1) % len(samples)]
         prompt = sample.input_ids[: _reply_start(sample)]
         reply = partner.input_ids[_reply_start(partner):]
-        images = sample.meta.get(IMAGES)
-        if images:
+        media = {key: list(sample.meta[key]) for key in (IMAGES, VIDEOS) if sample.meta.get(key)}
+        if media:
             reply = reply[: max(0, max_length - len(prompt))]
         else:
             prompt = prompt[max(0, len(prompt) + len(reply) - max_length):]
-        kl_sample = Encoded(prompt + reply, [IGNORE] * len(prompt) + reply)
-        if images:
-            kl_sample.meta[IMAGES] = list(images)
-        sample.meta[KL_SAMPLE] = kl_sample
+        sample.meta[KL_SAMPLE] = Encoded(prompt + reply, [IGNORE] * len(prompt) + reply, media)
 
 
 def _reply_start(sample: Encoded) -> int:

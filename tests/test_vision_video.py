@@ -1,0 +1,129 @@
+"""Videos (LLaMA-Factory's `videos` column and `<video>` placeholder) on the real demo files: frames sampled as
+LLaMA-Factory samples them, laid out as Qwen2-VL's video path wants them, `<video>` expanded to the model's
+count, never trained, and a batch's loss equal to its samples' one by one and to the model's own forward."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import LF_DATA
+from tunesmith.config.schema import DataConfig, ModelConfig
+from tunesmith.data.dataset import load_records
+from tunesmith.data.media_render import VIDEO_SPANS, VIDEOS
+from tunesmith.data.template import IGNORE, ChatTemplate
+from tunesmith.data.video import VideoSampling, read_frames
+from tunesmith.errors import TunesmithError
+from tunesmith.train.stages.sft import SftStage
+from vision_models import image_processor, llava_dir, vl_dir  # noqa: F401 (fixtures)
+
+VIDEO_FILES = [LF_DATA / "mllm_demo_data" / name for name in ("1.mp4", "2.avi", "3.mp4")]
+SAMPLING = VideoSampling(fps=0.5, max_frames=4)  # 3 to 4 frames a video: 2 temporal patches
+
+
+def all_frames(path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+@pytest.mark.parametrize("path", VIDEO_FILES, ids=lambda path: path.name)
+def test_frames_are_sampled_as_llamafactory_samples_them(path):
+    import av
+
+    frames = all_frames(path)
+    with av.open(str(path)) as container:
+        seconds = container.duration / av.time_base  # the container's duration: the stream's may differ a little
+    for sampling in (VideoSampling(fps=2.0, max_frames=128), VideoSampling(fps=2.0, max_frames=5)):
+        count = min(len(frames), sampling.max_frames, int(seconds * sampling.fps))
+        picked = np.linspace(0, len(frames) - 1, count).astype(np.int32)
+        sampled = read_frames(str(path), sampling)
+        assert len(sampled.images) == count
+        for index, image in zip(picked, sampled.images):
+            assert np.array_equal(np.asarray(image), frames[index])
+        assert sampled.fps == pytest.approx(count / seconds, rel=0.02)
+
+
+def test_video_patches_pair_frames_in_time_as_the_image_processor_lays_out_each_frame():
+    from PIL import Image
+
+    from tunesmith.data.vision_processor import video_patches
+
+    processor = image_processor()
+    first, second = (Image.open(LF_DATA / "mllm_demo_data" / name).convert("RGB").resize((90, 60))
+                     for name in ("1.jpg", "2.jpg"))
+    still, grid = video_patches(processor, [first, first])  # a still video is the image itself
+    image = processor(images=[first], return_tensors="np")
+    assert grid == image["image_grid_thw"][0].tolist()
+    np.testing.assert_array_equal(still, image["pixel_values"])
+    moving, grid = video_patches(processor, [first, second, second])  # an odd count repeats the last frame
+    assert grid[0] == 2
+    slots = moving.reshape(2, -1, 3, 2, 14, 14)  # [t, patches, channels, frame in the pair, 14, 14]
+    frames = [processor(images=[frame], return_tensors="np")["pixel_values"].reshape(-1, 3, 2, 14, 14)[:, :, 0]
+              for frame in (first, second)]
+    for (t, slot), frame in zip([(0, 0), (0, 1), (1, 0), (1, 1)], [frames[0], frames[1], frames[1], frames[1]]):
+        np.testing.assert_array_equal(slots[t, :, :, slot], frame)
+
+
+@pytest.fixture(scope="module")
+def video_parts(vl_dir):
+    from tunesmith.data.vision_processor import load_media
+    from tunesmith.model.load import load_model, tokenizer_from
+
+    tokenizer = tokenizer_from(vl_dir)
+    template = ChatTemplate(tokenizer, "auto", load_media(vl_dir, tokenizer, SAMPLING))
+    stage = SftStage()
+    stage.media = template.media
+    records = load_records(DataConfig(datasets=["mllm_video_demo"], dataset_dir=str(LF_DATA)))
+    model = load_model(ModelConfig(path=str(vl_dir), dtype="float32")).eval()
+    return template, partial(stage.collate, pad_id=tokenizer.pad_token_id), records, model
+
+
+def test_video_placeholders_expand_to_the_models_count_and_never_train(video_parts):
+    template, collate, records, _ = video_parts
+    samples = template.encode_many(records)
+    media = template.media
+    for record, sample in zip(records, samples):
+        assert sample.meta[VIDEOS] == record.videos
+        ((start, stop),) = sample.meta[VIDEO_SPANS]
+        grid = media.video_pixels(record.videos)["video_grid_thw"][0]
+        assert sample.input_ids[start:stop] == [media.start_id] + [media.video_pad_id] * (int(grid.prod()) // 4) + \
+            [media.end_id]
+        assert all(label == IGNORE for label in sample.labels[start:stop])
+        assert any(label != IGNORE for label in sample.labels[stop:])
+    batch = collate(samples)
+    assert batch["video_grid_thw"].tolist() == [[2, *grid] for grid in batch["video_grid_thw"][:, 1:].tolist()]
+    assert (batch["mm_token_type_ids"] == 2).sum() == batch["video_grid_thw"].prod(-1).sum() // 4
+
+
+def test_video_batch_loss_equals_its_samples_one_by_one_and_the_models_own_forward(video_parts):
+    template, collate, records, model = video_parts
+    samples = template.encode_many(records)
+    stage = SftStage()
+    batch = collate(samples)
+    with torch.no_grad():
+        batched = stage.loss(model, batch)[0]
+        singles = torch.stack([stage.loss(model, collate([sample]))[0] for sample in samples]).sum()
+        inputs = {key: value for key, value in batch.items() if key not in ("labels", "target_index")}
+        logits = model(**inputs).logits[:, :-1]
+        naive = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                                                  ignore_index=IGNORE, reduction="sum")
+        still = stage.loss(model, dict(batch, pixel_values_videos=batch["pixel_values_videos"].flip(0)))[0]
+    torch.testing.assert_close(batched, singles, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(batched, naive, rtol=1e-5, atol=1e-4)
+    assert not torch.isclose(batched, still)  # the frames reach the model
+
+
+def test_a_model_without_a_video_path_and_a_missing_pyav_are_clear_errors(llava_dir, monkeypatch):
+    from vision_models import vision_template
+
+    records = load_records(DataConfig(datasets=["mllm_video_demo"], dataset_dir=str(LF_DATA), max_samples=1))
+    with pytest.raises(TunesmithError, match="record 1: the record has videos but the model does not read videos"):
+        vision_template(llava_dir).encode_many(records)
+    monkeypatch.setitem(__import__("sys").modules, "av", None)  # as where PyAV is not installed
+    with pytest.raises(TunesmithError, match=r"reading videos needs PyAV: pip install 'tunesmith\[video\]'"):
+        read_frames(str(VIDEO_FILES[0]), SAMPLING)
