@@ -14,7 +14,7 @@ from tunesmith.config.schema import DataConfig, ModelConfig
 from tunesmith.data.dataset import load_records
 from tunesmith.data.template import IGNORE
 from tunesmith.train.stages.sft import SftStage
-from vision_models import build_tiny_qwen2_vl, vision_template, vl_dir  # noqa: F401 (vl_dir: a fixture)
+from vision_models import vision_template, vl25_dir, vl_dir  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -170,12 +170,12 @@ def test_a_packed_batch_has_the_loss_of_the_unpacked_one(parts):
     torch.testing.assert_close(packed_loss, unpacked_loss, rtol=1e-5, atol=1e-4)
 
 
-def test_qwen2_5_vl_batches_packs_and_freezes_its_tower_like_qwen2_vl(tmp_path):
+def test_qwen2_5_vl_batches_packs_and_freezes_its_tower_like_qwen2_vl(vl25_dir):
     from tunesmith.data.packing import pack_samples
     from tunesmith.model.load import load_model
     from tunesmith.model.methods import apply_method
 
-    folder = build_tiny_qwen2_vl(tmp_path, model_type="qwen2_5_vl")
+    folder = vl25_dir
     template = vision_template(folder)
     tokenizer = template.tokenizer
     stage = SftStage()

@@ -18,7 +18,7 @@ from tunesmith.data.template import IGNORE, ChatTemplate
 from tunesmith.data.video import VideoSampling, read_frames
 from tunesmith.errors import TunesmithError
 from tunesmith.train.stages.sft import SftStage
-from vision_models import image_processor, llava_dir, vl_dir  # noqa: F401 (fixtures)
+from vision_models import image_processor, llava_dir, vl25_dir, vl_dir  # noqa: F401 (fixtures)
 
 VIDEO_FILES = [LF_DATA / "mllm_demo_data" / name for name in ("1.mp4", "2.avi", "3.mp4")]
 SAMPLING = VideoSampling(fps=0.5, max_frames=4)  # 3 to 4 frames a video: 2 temporal patches
@@ -127,3 +127,52 @@ def test_a_model_without_a_video_path_and_a_missing_pyav_are_clear_errors(llava_
     monkeypatch.setitem(__import__("sys").modules, "av", None)  # as where PyAV is not installed
     with pytest.raises(TunesmithError, match=r"reading videos needs PyAV: pip install 'tunesmith\[video\]'"):
         read_frames(str(VIDEO_FILES[0]), SAMPLING)
+
+
+def packed_equals_unpacked(template, collate, model, samples):
+    """(unpacked loss, packed loss) of the samples, all packed into one row."""
+    from tunesmith.data.packing import pack_samples
+
+    packed = pack_samples(samples, max_length=sum(len(sample.input_ids) for sample in samples))
+    assert len(packed) == 1
+    with torch.no_grad():
+        return SftStage().loss(model, collate(samples))[0], SftStage().loss(model, collate(packed))[0]
+
+
+def test_a_packed_video_batch_has_the_loss_of_the_unpacked_one(video_parts):
+    """Each packed sample's M-RoPE positions come from its own videos' grids (model/vision.py)."""
+    template, collate, records, model = video_parts
+    samples = template.encode_many(records)
+    assert all(sample.labels[1] == IGNORE for sample in samples)  # packing drops each sample's first label
+    unpacked, packed = packed_equals_unpacked(template, collate, model, samples)
+    torch.testing.assert_close(packed, unpacked, rtol=1e-5, atol=1e-4)
+
+
+def test_qwen2_5_vl_places_video_patches_by_their_seconds(vl25_dir):
+    """Qwen2.5-VL takes second_per_grid_ts, the seconds a temporal patch spans (2 frames at the sampled rate);
+    the batch, the packed row and the model's own forward agree, and the seconds change the loss."""
+    from tunesmith.data.vision_processor import load_media
+    from tunesmith.model.load import load_model, tokenizer_from
+
+    folder = vl25_dir
+    tokenizer = tokenizer_from(folder)
+    template = ChatTemplate(tokenizer, "auto", load_media(folder, tokenizer, SAMPLING))
+    stage = SftStage()
+    stage.media = template.media
+    collate = partial(stage.collate, pad_id=tokenizer.pad_token_id)
+    records = load_records(DataConfig(datasets=["mllm_video_demo"], dataset_dir=str(LF_DATA)))[1:]  # the short two
+    samples = template.encode_many(records)
+    batch = collate(samples)
+    rates = [read_frames(path, SAMPLING).fps for record in records for path in record.videos]
+    torch.testing.assert_close(batch["second_per_grid_ts"], torch.tensor([2 / rate for rate in rates]))
+    model = load_model(ModelConfig(path=str(folder), dtype="float32")).eval()
+    unpacked, packed = packed_equals_unpacked(template, collate, model, samples)
+    with torch.no_grad():
+        inputs = {key: value for key, value in batch.items() if key not in ("labels", "target_index")}
+        logits = model(**inputs).logits[:, :-1]
+        naive = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                                                  ignore_index=IGNORE, reduction="sum")
+        untimed = stage.loss(model, {key: value for key, value in batch.items() if key != "second_per_grid_ts"})[0]
+    torch.testing.assert_close(packed, unpacked, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(naive, unpacked, rtol=1e-5, atol=1e-4)
+    assert not torch.isclose(untimed, unpacked)

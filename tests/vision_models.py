@@ -93,6 +93,12 @@ def vl_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def vl25_dir(tmp_path_factory) -> Path:
+    """The tiny Qwen2.5-VL folder, built once per session (import this fixture into a test module)."""
+    return build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen2.5-vl"), model_type="qwen2_5_vl")
+
+
+@pytest.fixture(scope="session")
 def llava_dir(tmp_path_factory) -> Path:
     """The tiny LLaVA folder, built once per session (import this fixture into a test module)."""
     return build_tiny_llava(tmp_path_factory.mktemp("llava"))

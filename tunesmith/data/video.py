@@ -65,6 +65,7 @@ def read_frames(path: str, sampling: VideoSampling) -> Frames:
     av = require_av()
     with av.open(path) as container:
         stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # decode on several cores: every frame up to the last sampled is decoded
         total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)  # when unsaid
         duration = _seconds(stream, container, total)
         count = max(1, min(total, sampling.max_frames, int(duration * sampling.fps)))
