@@ -5,8 +5,6 @@ image answers as the model's own greedy generate."""
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
 
@@ -16,7 +14,15 @@ from tunesmith.config.schema import DataConfig, ModelConfig
 from tunesmith.data.dataset import load_records
 from tunesmith.data.template import IGNORE
 from tunesmith.train.stages.sft import SftStage
-from vision_models import LLAVA_PATCH, llava_dir, llava_image_processor, vision_template  # noqa: F401 (fixture)
+from vision_models import (  # noqa: F401 (llava_dir: a fixture)
+    LLAVA_PATCH,
+    assert_batch_loss_is_per_sample_and_naive,
+    assert_merged_is_base_plus_adapter,
+    llava_dir,
+    llava_image_processor,
+    lora_image_run,
+    sft_parts,
+)
 
 IMAGE = str(LF_DATA / "mllm_demo_data" / "2.jpg")
 
@@ -24,13 +30,7 @@ IMAGE = str(LF_DATA / "mllm_demo_data" / "2.jpg")
 @pytest.fixture(scope="module")
 def parts(llava_dir):
     """(template, collate, model) of the tiny LLaVA, the model in float32 and eval mode."""
-    from tunesmith.model.load import load_model
-
-    template = vision_template(llava_dir)
-    stage = SftStage()
-    stage.media = template.media
-    collate = partial(stage.collate, pad_id=template.tokenizer.pad_token_id)
-    return template, collate, load_model(ModelConfig(path=str(llava_dir), dtype="float32")).eval()
+    return sft_parts(llava_dir)
 
 
 def demo_samples(template, count=3):
@@ -64,28 +64,11 @@ def test_placeholders_expand_as_llava_processor_does_and_image_tokens_never_trai
     assert batch["pixel_values"].shape == (sum(len(r.images) for r in records), 3, 56, 56)
 
 
-def naive_loss(model, batch) -> torch.Tensor:
-    """Summed next-token cross entropy from the model's own forward (all logits, transformers' head)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   pixel_values=batch["pixel_values"]).logits[:, :-1]
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"][:, 1:].flatten(),
-                                             ignore_index=IGNORE, reduction="sum")
-
-
 def test_batch_loss_equals_its_samples_one_by_one_and_the_models_own_forward(parts):
     template, collate, model = parts
     _, samples = demo_samples(template)
     assert len({len(sample.input_ids) for sample in samples}) > 1  # padding is exercised
-    stage = SftStage()
-    batch = collate(samples)
-    with torch.no_grad():
-        batched = stage.loss(model, batch)[0]
-        singles = torch.stack([stage.loss(model, collate([sample]))[0] for sample in samples]).sum()
-        naive = naive_loss(model, batch)
-        other_pixels = stage.loss(model, dict(batch, pixel_values=batch["pixel_values"].flip(0)))[0]
-    torch.testing.assert_close(batched, singles, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(batched, naive, rtol=1e-5, atol=1e-4)
-    assert not torch.isclose(batched, other_pixels)  # the pixels reach the model
+    assert_batch_loss_is_per_sample_and_naive(model, collate, samples, "pixel_values")
 
 
 def test_a_packed_batch_has_the_loss_of_the_unpacked_one(parts):
@@ -134,32 +117,11 @@ def test_the_vision_options_train_the_tower_and_projector_only_when_asked(llava_
 
 
 def test_a_lora_run_trains_on_images_and_merges_into_base_plus_adapter(llava_dir, parts, tmp_path):
-    from peft import PeftModel
-
-    from tunesmith.config.load import validate_config
-    from tunesmith.export.merge import merged_model
-    from tunesmith.model.load import load_model
-    from tunesmith.train.run import train
-
-    config = validate_config({
-        "model": {"path": str(llava_dir), "dtype": "float32"},
-        "method": {"kind": "lora", "rank": 4, "alpha": 8, "vision": {"train_projector": True}},
-        "data": {"datasets": ["mllm_demo"], "dataset_dir": str(LF_DATA), "max_length": 256,
-                 "cache_dir": str(tmp_path / "cache")},
-        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 2, "batch_size": 2, "lr": 1e-2, "seed": 7,
-                  "scheduler": "constant", "precision": "fp32"},
-    })
-    run_dir = train(config)
+    run_dir, config = lora_image_run(llava_dir, tmp_path)
     template, collate, _ = parts
     batch = collate(demo_samples(template, 2)[1])
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values")}
-    base = load_model(ModelConfig(path=str(llava_dir), dtype="float32")).eval()
-    with torch.no_grad():
-        before = base(**inputs).logits
-        expected = PeftModel.from_pretrained(base, str(run_dir)).eval()(**inputs).logits
-        merged = merged_model(run_dir, config, progress=False).eval()(**inputs).logits
-    assert not torch.allclose(expected, before, atol=1e-4)  # the run changed the model
-    torch.testing.assert_close(merged, expected, rtol=1e-4, atol=1e-4)
+    assert_merged_is_base_plus_adapter(llava_dir, run_dir, config, inputs)
 
 
 def test_chat_about_an_image_answers_as_the_models_own_greedy_generate(llava_dir):

@@ -18,7 +18,14 @@ from tunesmith.data.template import IGNORE, ChatTemplate
 from tunesmith.data.video import VideoSampling, read_frames
 from tunesmith.errors import TunesmithError
 from tunesmith.train.stages.sft import SftStage
-from vision_models import image_processor, llava_dir, vl25_dir, vl_dir  # noqa: F401 (fixtures)
+from vision_models import (  # noqa: F401 (fixtures)
+    assert_batch_loss_is_per_sample_and_naive,
+    image_processor,
+    llava_dir,
+    naive_loss,
+    vl25_dir,
+    vl_dir,
+)
 
 VIDEO_FILES = [LF_DATA / "mllm_demo_data" / name for name in ("1.mp4", "2.avi", "3.mp4")]
 SAMPLING = VideoSampling(fps=0.5, max_frames=4)  # 3 to 4 frames a video: 2 temporal patches
@@ -102,20 +109,7 @@ def test_video_placeholders_expand_to_the_models_count_and_never_train(video_par
 
 def test_video_batch_loss_equals_its_samples_one_by_one_and_the_models_own_forward(video_parts):
     template, collate, records, model = video_parts
-    samples = template.encode_many(records)
-    stage = SftStage()
-    batch = collate(samples)
-    with torch.no_grad():
-        batched = stage.loss(model, batch)[0]
-        singles = torch.stack([stage.loss(model, collate([sample]))[0] for sample in samples]).sum()
-        inputs = {key: value for key, value in batch.items() if key not in ("labels", "target_index")}
-        logits = model(**inputs).logits[:, :-1]
-        naive = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"][:, 1:].flatten(),
-                                                  ignore_index=IGNORE, reduction="sum")
-        still = stage.loss(model, dict(batch, pixel_values_videos=batch["pixel_values_videos"].flip(0)))[0]
-    torch.testing.assert_close(batched, singles, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(batched, naive, rtol=1e-5, atol=1e-4)
-    assert not torch.isclose(batched, still)  # the frames reach the model
+    assert_batch_loss_is_per_sample_and_naive(model, collate, template.encode_many(records), "pixel_values_videos")
 
 
 def test_a_model_without_a_video_path_and_a_missing_pyav_are_clear_errors(llava_dir, monkeypatch):
@@ -168,10 +162,7 @@ def test_qwen2_5_vl_places_video_patches_by_their_seconds(vl25_dir):
     model = load_model(ModelConfig(path=str(folder), dtype="float32")).eval()
     unpacked, packed = packed_equals_unpacked(template, collate, model, samples)
     with torch.no_grad():
-        inputs = {key: value for key, value in batch.items() if key not in ("labels", "target_index")}
-        logits = model(**inputs).logits[:, :-1]
-        naive = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"][:, 1:].flatten(),
-                                                  ignore_index=IGNORE, reduction="sum")
+        naive = naive_loss(model, batch)
         untimed = stage.loss(model, {key: value for key, value in batch.items() if key != "second_per_grid_ts"})[0]
     torch.testing.assert_close(packed, unpacked, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(naive, unpacked, rtol=1e-5, atol=1e-4)
