@@ -167,3 +167,10 @@ def test_qwen2_5_vl_places_video_patches_by_their_seconds(vl25_dir):
     torch.testing.assert_close(packed, unpacked, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(naive, unpacked, rtol=1e-5, atol=1e-4)
     assert not torch.isclose(untimed, unpacked)
+
+
+def test_llamafactory_video_keys_translate():
+    from tunesmith.config.llamafactory import translate
+
+    data = translate({"video_fps": 1.0, "video_maxlen": 8}).config["data"]
+    assert (data["video_fps"], data["video_max_frames"]) == (1.0, 8)
