@@ -5,6 +5,8 @@ image answers as the model's own greedy generate."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -144,3 +146,34 @@ def test_chat_about_an_image_answers_as_the_models_own_greedy_generate(llava_dir
     assert len(expected) > 2  # several tokens past the prompt
     reply = engine.generate(messages, GenerationSettings(max_new_tokens=steps, temperature=0), images=[IMAGE])
     assert reply == engine.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_processor_files_that_do_not_fit_the_tower_are_clear_errors(llava_dir, tmp_path):
+    import json
+    import shutil
+
+    from tunesmith.data.vision_processor import load_media
+    from tunesmith.errors import TunesmithError
+    from tunesmith.model.load import tokenizer_from
+
+    folder = Path(shutil.copytree(llava_dir, tmp_path / "llava"))
+    settings = json.loads((folder / "preprocessor_config.json").read_text())
+    settings["crop_size"] = {"height": 28, "width": 28}
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings))
+    with pytest.raises(TunesmithError, match="makes 28-pixel images but the vision tower takes 56"):
+        load_media(folder, tokenizer_from(folder))
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(TunesmithError, match="llava model without preprocessor_config.json"):
+        load_media(folder, tokenizer_from(folder))
+
+
+def test_llava_1_5s_own_config_takes_576_tokens_an_image():
+    """transformers' default LlavaConfig is LLaVA-1.5's (CLIP ViT-L/14 at 336 pixels): its image_seq_length."""
+    from transformers import LlavaConfig
+
+    from tunesmith.data.vision_llava import image_token_count
+
+    config = LlavaConfig()
+    assert image_token_count(config) == config.image_seq_length == 576
+    full = LlavaConfig(vision_feature_select_strategy="full")  # the class token kept
+    assert image_token_count(full) == 577
