@@ -174,3 +174,33 @@ def test_llamafactory_video_keys_translate():
 
     data = translate({"video_fps": 1.0, "video_maxlen": 8}).config["data"]
     assert (data["video_fps"], data["video_max_frames"]) == (1.0, 8)
+
+
+def test_dpo_pairs_with_a_video_batch_like_single_pairs(video_parts, tmp_path):
+    import json
+    import shutil
+
+    from tunesmith.train.stages import get_stage
+    from tunesmith.train.stages.preference import REJECTED, reply_logps
+
+    template, _, _, model = video_parts
+    for path in VIDEO_FILES[1:]:
+        shutil.copy(path, tmp_path / path.name)
+    rows = [{"conversations": [{"from": "human", "value": "<video>What happens?"}], "chosen": {"from": "gpt",
+             "value": good}, "rejected": {"from": "gpt", "value": "Nothing at all."}, "videos": [path.name]}
+            for path, good in zip(VIDEO_FILES[1:], ["She cooks.", "A dog runs."])]
+    (tmp_path / "pairs.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"pairs": {
+        "file_name": "pairs.json", "formatting": "sharegpt", "ranking": True,
+        "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "videos": "videos"}}}))
+    records = load_records(DataConfig(datasets=["pairs"], dataset_dir=str(tmp_path)), "preference")
+    stage = get_stage("dpo")
+    stage.media = template.media
+    samples = [stage.encode(record, template, DataConfig(datasets=["pairs"], max_length=1024)) for record in records]
+    assert all(row.meta[VIDEOS] == record.videos for record, sample in zip(records, samples)
+               for row in (sample, sample.meta[REJECTED]))
+    collate = partial(stage.collate, pad_id=template.tokenizer.pad_token_id)
+    with torch.no_grad():
+        batched = reply_logps(model, collate(samples))[0]
+        singles = torch.cat([reply_logps(model, collate([sample]))[0].view(2, 1) for sample in samples], dim=1)
+    torch.testing.assert_close(batched, singles.flatten(), rtol=1e-5, atol=1e-4)
