@@ -8,7 +8,6 @@ tower trains), never the tower's by accident.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -34,10 +33,9 @@ def save_processor_files(base_location, folder) -> None:
 
 def vision_model_type(location) -> str | None:
     """The model_type of a vision-language model folder, None for a text-only model (or a hub id)."""
-    config_file = Path(location) / "config.json"
-    if not config_file.is_file():
-        return None
-    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    from tunesmith.data.vision_processor import model_type_of
+
+    model_type = model_type_of(location)
     return model_type if model_type in VISION_PARTS else None
 
 
