@@ -100,7 +100,7 @@ def test_kto_rows_carry_their_images_and_the_loss_is_the_naive_formula(vl_dir, m
     torch.testing.assert_close(loss, naive.float(), rtol=1e-4, atol=1e-5)
 
 
-def test_rm_pairs_carry_their_images_and_the_loss_is_the_naive_formula(vl_dir, model, tmp_path):
+def test_rm_pairs_carry_their_images_the_loss_is_the_naive_formula_and_the_model_loads_back(vl_dir, model, tmp_path):
     from tunesmith.train.stages.preference import REJECTED
 
     image_dataset(tmp_path, [{"conversations": [{"from": "human", "value": prompt}],
@@ -126,6 +126,14 @@ def test_rm_pairs_carry_their_images_and_the_loss_is_the_naive_formula(vl_dir, m
                 rewards.append(scorer.head(out.hidden_states[-1][0, last]).squeeze())
             naive = naive - F.logsigmoid(rewards[0] - rewards[1])
     torch.testing.assert_close(loss, naive, rtol=1e-4, atol=1e-5)
+    # Saved as an rm run saves it, the reward model loads back as a scorer (ppo / grpo) with its head.
+    from tunesmith.model.value_head import load_scorer
+
+    scorer.save_pretrained(tmp_path / "rm")
+    loaded = load_scorer(tmp_path / "rm", ModelConfig(path=str(vl_dir), dtype="float32"))
+    text = template.tokenizer("A cat on a sofa.", return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**text), scorer(**text), rtol=1e-5, atol=1e-5)
 
 
 class _NoData:
