@@ -85,3 +85,21 @@ def test_a_large_body_without_images_keeps_the_small_limit(http):
     response = http.post("/v1/chat/completions", json={"model": "vl", "max_tokens": 1, "messages": [
         {"role": "user", "content": "x" * (TEXT_LIMIT + 1)}]})
     assert response.status_code == 413
+
+
+def test_image_requests_to_the_vllm_backend_say_images_are_served_by_hf_only(engine):
+    """vLLM gets text prompts only: an image request is refused as such, not as one for a text-only model."""
+    import copy
+
+    from tunesmith.errors import TunesmithError
+    from tunesmith.infer.vllm_engine import VllmEngine
+
+    as_vllm = copy.copy(engine)
+    as_vllm.backend = "vllm"  # the route decides by the engine's backend; vLLM itself needs a GPU
+    with BackgroundServer(build_app(as_vllm, ServerOptions(model_name="vl", api_key=KEY))) as url, \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
+        response = ask(client, data_url())
+    assert response.status_code == 400 and "served by the hf backend only" in response.text
+    assert "text-only" not in response.text
+    with pytest.raises(TunesmithError, match="served by the hf backend only"):  # chat --image with --backend vllm
+        VllmEngine.prompt_ids(as_vllm, [{"role": "user", "content": "<image>Hi"}], images=[str(IMAGE)])

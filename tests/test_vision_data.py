@@ -118,13 +118,6 @@ def test_stages_without_images_refuse_them(tmp_path):
         load_records(DataConfig(datasets=["pics"], dataset_dir=str(folder)), "text")
 
 
-def test_videos_are_refused_with_a_clear_message(template):
-    records = load_records(DataConfig(datasets=["mllm_video_demo"], dataset_dir=str(LF_DATA)))
-    assert records[0].videos
-    with pytest.raises(TunesmithError, match="record 1: the record has videos"):
-        template.encode_many(records[:1])
-
-
 def test_truncation_keeps_whole_images_only(template):
     records = load_records(DataConfig(datasets=["mllm_demo"], dataset_dir=str(LF_DATA)))
     sample = template.encode_many(records[:1])[0]

@@ -1,5 +1,5 @@
 """DPO on images: the pair's images are in its shared prompt, so both rows carry them; the loss of a batch of
-pairs equals the pairs' losses one by one; stages without image support refuse image data by name."""
+pairs equals the pairs' losses one by one; stages without image support (ppo, grpo) refuse image data by name."""
 
 from __future__ import annotations
 
@@ -66,15 +66,15 @@ def test_dpo_pairs_carry_their_prompts_images_and_batch_like_single_pairs(vl_dir
     torch.testing.assert_close(batched, singles.flatten(), rtol=1e-5, atol=1e-4)
 
 
-def test_a_stage_without_image_support_refuses_image_data_before_loading_the_model(vl_dir, pair_records, tmp_path):
+def test_a_stage_without_image_support_refuses_image_data_before_loading_the_model(vl_dir, tmp_path):
     from tunesmith.config.load import validate_config
     from tunesmith.errors import TunesmithError
     from tunesmith.train.run import train
 
     config = validate_config({
-        "model": {"path": str(vl_dir)}, "stage": {"kind": "rm"},
-        "data": {"datasets": ["pairs"], "dataset_dir": str(tmp_path), "cache": False},
-        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 1},
+        "model": {"path": str(vl_dir)}, "stage": {"kind": "grpo", "reward_funcs": ["length"]},
+        "data": {"datasets": ["mllm_demo"], "dataset_dir": str(LF_DATA), "cache": False},
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "batch_size": 8},
     })
-    with pytest.raises(TunesmithError, match=r"pairs.json: record 1: stage rm does not train on images"):
+    with pytest.raises(TunesmithError, match=r"mllm_demo.json: record 1: stage grpo does not train on images"):
         train(config)

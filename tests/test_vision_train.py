@@ -3,44 +3,29 @@ forward; the vision options decide what trains; a LoRA run merges into a model e
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
 
-from conftest import LF_DATA
 from tunesmith.config.method_kinds import parse_method
-from tunesmith.config.schema import DataConfig, ModelConfig
-from tunesmith.data.dataset import load_records
+from tunesmith.config.schema import ModelConfig
 from tunesmith.data.template import IGNORE
 from tunesmith.train.stages.sft import SftStage
-from vision_models import build_tiny_qwen2_vl, vision_template, vl_dir  # noqa: F401 (vl_dir: a fixture)
+from vision_models import (  # noqa: F401 (vl_dir, vl25_dir: fixtures)
+    assert_merged_is_base_plus_adapter,
+    demo_samples,
+    lora_image_run,
+    naive_loss,
+    sft_parts,
+    vision_template,
+    vl25_dir,
+    vl_dir,
+)
 
 
 @pytest.fixture(scope="module")
 def parts(vl_dir):
     """(template, collate, model) of the tiny Qwen2-VL, the model in float32 and eval mode."""
-    from tunesmith.model.load import load_model
-
-    template = vision_template(vl_dir)
-    stage = SftStage()
-    stage.media = template.media
-    collate = partial(stage.collate, pad_id=template.tokenizer.pad_token_id)
-    model = load_model(ModelConfig(path=str(vl_dir), dtype="float32")).eval()
-    return template, collate, model
-
-
-def demo_samples(template, count=3):
-    records = load_records(DataConfig(datasets=["mllm_demo"], dataset_dir=str(LF_DATA), max_samples=count))
-    return template.encode_many(records)
-
-
-def naive_loss(model, batch) -> torch.Tensor:
-    """Summed next-token cross entropy from the model's own forward (all logits, transformers' head)."""
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
-    logits = model(**inputs).logits[:, :-1]
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"][:, 1:].flatten(),
-                                             ignore_index=IGNORE, reduction="sum")
+    return sft_parts(vl_dir)
 
 
 def test_batch_loss_equals_its_samples_one_by_one_and_the_models_own_forward(parts):
@@ -92,19 +77,7 @@ def test_the_vision_tower_and_projector_are_frozen_unless_asked(vl_dir, kind):
 @pytest.fixture(scope="module")
 def lora_run(vl_dir, tmp_path_factory):
     """(run folder, config) of a finished 2-step LoRA sft run on LLaMA-Factory's mllm_demo, projector trained."""
-    from tunesmith.config.load import validate_config
-    from tunesmith.train.run import train
-
-    tmp = tmp_path_factory.mktemp("vl-run")
-    config = validate_config({
-        "model": {"path": str(vl_dir), "dtype": "float32"},
-        "method": {"kind": "lora", "rank": 4, "alpha": 8, "vision": {"train_projector": True}},
-        "data": {"datasets": ["mllm_demo"], "dataset_dir": str(LF_DATA), "max_length": 256,
-                 "cache_dir": str(tmp / "cache")},
-        "train": {"output_dir": str(tmp / "run"), "max_steps": 2, "batch_size": 2, "lr": 1e-2, "seed": 7,
-                  "scheduler": "constant", "precision": "fp32"},
-    })
-    return train(config), config
+    return lora_image_run(vl_dir, tmp_path_factory.mktemp("vl-run"))
 
 
 def image_inputs(parts) -> dict:
@@ -114,21 +87,9 @@ def image_inputs(parts) -> dict:
 
 
 def test_a_lora_run_trains_on_images_and_merges_into_base_plus_adapter(vl_dir, parts, lora_run):
-    from peft import PeftModel
-
-    from tunesmith.export.merge import merged_model
-    from tunesmith.model.load import load_model
-
     run_dir, config = lora_run
     assert (run_dir / "preprocessor_config.json").is_file()  # the run folder reads images as it trained
-    inputs = image_inputs(parts)
-    base = load_model(ModelConfig(path=str(vl_dir), dtype="float32")).eval()
-    with torch.no_grad():
-        before = base(**inputs).logits
-        expected = PeftModel.from_pretrained(base, str(run_dir)).eval()(**inputs).logits
-        merged = merged_model(run_dir, config, progress=False).eval()(**inputs).logits
-    assert not torch.allclose(expected, before, atol=1e-4)  # the run changed the model
-    torch.testing.assert_close(merged, expected, rtol=1e-4, atol=1e-4)
+    assert_merged_is_base_plus_adapter(vl_dir, run_dir, config, image_inputs(parts))
 
 
 def test_export_writes_the_merged_model_with_its_processor_and_refuses_gguf(parts, lora_run, tmp_path):
@@ -170,12 +131,12 @@ def test_a_packed_batch_has_the_loss_of_the_unpacked_one(parts):
     torch.testing.assert_close(packed_loss, unpacked_loss, rtol=1e-5, atol=1e-4)
 
 
-def test_qwen2_5_vl_batches_packs_and_freezes_its_tower_like_qwen2_vl(tmp_path):
+def test_qwen2_5_vl_batches_packs_and_freezes_its_tower_like_qwen2_vl(vl25_dir):
     from tunesmith.data.packing import pack_samples
     from tunesmith.model.load import load_model
     from tunesmith.model.methods import apply_method
 
-    folder = build_tiny_qwen2_vl(tmp_path, model_type="qwen2_5_vl")
+    folder = vl25_dir
     template = vision_template(folder)
     tokenizer = template.tokenizer
     stage = SftStage()

@@ -11,8 +11,8 @@ from tunesmith.config.group import Group
 
 
 class VisionConfig(Group):
-    """Which parts of a vision-language model (Qwen2-VL, Qwen2.5-VL) train; ignored for text-only models. The
-    language model trains as the method kind says."""
+    """Which parts of a vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA) train; ignored for text-only models.
+    The language model trains as the method kind says."""
 
     train_tower: bool = Field(
         False, description="Train the vision tower (the image encoder); frozen by default. With lora it gets "

@@ -73,6 +73,13 @@ class DataConfig(Group):
         False, description="Concatenate samples into rows of max_length (pt/sft); samples never attend to each "
         "other (position_ids restart per sample), so the loss is the same as without packing."
     )
+    video_fps: float = Field(
+        2.0, gt=0, description="Frames per second taken from each video (as LLaMA-Factory's video_fps); frames "
+        "are spread evenly over the video."
+    )
+    video_max_frames: int = Field(
+        128, ge=1, description="Most frames taken from one video (LLaMA-Factory's video_maxlen)."
+    )
     num_proc: int = Field(1, ge=1, description="Processes that tokenize the data in parallel.")
     cache: bool = Field(True, description="Keep tokenized data on disk and reuse it when the inputs are unchanged.")
     cache_dir: Annotated[str | None, PathField("write")] = Field(

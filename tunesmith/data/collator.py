@@ -49,12 +49,16 @@ def target_index(labels: torch.Tensor) -> torch.Tensor:
 
 
 def add_pixels(batch: dict[str, torch.Tensor], rows: list[Encoded], media) -> dict[str, torch.Tensor]:
-    """A batch for a vision-language model: also the pixels of its rows' images (made here, never cached) and
-    the token types that place them. `rows` are the samples of the batch's rows, in order."""
-    from tunesmith.data.media_render import IMAGES
+    """A batch for a vision-language model: also the pixels of its rows' images and videos (made here, never
+    cached) and what else the model needs to place them (Qwen2-VL: token types). `rows` are the batch's samples,
+    in order."""
+    from tunesmith.data.media_render import IMAGES, VIDEOS
 
     images = [path for row in rows for path in row.meta.get(IMAGES, [])]
     if images:
         batch.update(media.pixels(images))
-    batch["mm_token_type_ids"] = media.token_types(batch["input_ids"])
+    videos = [path for row in rows for path in row.meta.get(VIDEOS, [])]
+    if videos:
+        batch.update(media.video_pixels(videos))
+    batch.update(media.token_inputs(batch["input_ids"]))
     return batch

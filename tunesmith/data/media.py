@@ -1,9 +1,10 @@
-"""Images in the data: LLaMA-Factory's multimodal layout read as is.
+"""Images and videos in the data: LLaMA-Factory's multimodal layout read as is.
 
 A record lists its image files in an `images` column (paths relative to the dataset's folder) and marks where
-each goes with an `<image>` placeholder in its messages. Here the column is read, each file checked, and the
-placeholders counted against the files, so a bad record fails while the data is read, named by file and
-record. What the placeholders become (the model's image tokens) is decided later, in data/media_render.py.
+each goes with an `<image>` placeholder in its messages; videos alike, with `videos` and `<video>`. Here the
+columns are read, each file checked, and the placeholders counted against the files, so a bad record fails
+while the data is read, named by file and record. What the placeholders become (the model's image and video
+tokens) is decided later, in data/media_render.py.
 """
 
 from __future__ import annotations
@@ -48,15 +49,11 @@ def _checked_files(record, row: dict, spec, kind: str, where: str) -> list[str]:
     if placeholders != len(names):
         raise TunesmithError(f"{where}: {placeholders} '{placeholder}' placeholder(s) but {len(names)} file(s) in "
                              f"the {kind} column; put one placeholder where each {kind[:-1]} goes")
-    check = check_image if kind == "images" else _check_file
-    return [check(media_folder(spec) / name, where) for name in names]
+    if kind == "images":
+        return [check_image(media_folder(spec) / name, where) for name in names]
+    from tunesmith.data.video import check_video
 
-
-def _check_file(path: Path, where: str) -> str:
-    if not path.is_file():
-        raise TunesmithError(f"{where}: file {path} does not exist; media paths are relative to the dataset's "
-                             "folder")
-    return str(path.resolve())
+    return [check_video(media_folder(spec) / name, where) for name in names]
 
 
 def media_folder(spec) -> Path:
@@ -112,14 +109,14 @@ def _listed(row: dict, spec, kind: str, where: str) -> list[str]:
 
 
 def check_model_reads(record, media) -> None:
-    """A record's images need a model that reads them (`media`: its image side, None for a text-only model);
-    videos are not trained on yet."""
-    if getattr(record, "videos", None):
-        raise TunesmithError(f"{record.source}: the record has videos, which tunesmith does not train on yet "
-                             "(images only); drop the 'videos' column from the dataset entry")
+    """A record's images and videos need a model that reads them (`media`: its image side, None for a
+    text-only model)."""
+    if getattr(record, "videos", None) and not getattr(media, "reads_videos", False):
+        raise TunesmithError(f"{record.source}: the record has videos but the model does not read videos; use "
+                             "Qwen2-VL or Qwen2.5-VL, or drop the 'videos' column from the dataset entry")
     if getattr(record, "images", None) and media is None:
         raise TunesmithError(f"{record.source}: the record has images but the model is text-only; use a "
-                             "vision-language model (Qwen2-VL, Qwen2.5-VL) or a dataset without images")
+                             "vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA) or a dataset without images")
 
 
 def refuse_images(records: list, stage_name: str) -> list:
@@ -127,13 +124,13 @@ def refuse_images(records: list, stage_name: str) -> list:
     for record in records:
         if getattr(record, "images", None) or getattr(record, "videos", None):
             raise TunesmithError(f"{record.source}: stage {stage_name} does not train on images or videos; use "
-                                 "stage sft for image data, or a dataset without them")
+                                 "stage sft, dpo, kto or rm for such data, or a dataset without them")
     return records
 
 
 def media_digest(spec) -> str | None:
-    """A hash of the contents of every image a dataset lists (part of the data cache key: an image replaced
-    under the same name changes its token count), None for a dataset without images."""
+    """A hash of the contents of every image and video a dataset lists (part of the data cache key: a file
+    replaced under the same name changes its token count), None for a dataset without any."""
     import hashlib
 
     from tunesmith.data.files import data_files, file_digest, read_rows
@@ -142,9 +139,10 @@ def media_digest(spec) -> str | None:
     folder = media_folder(spec)
     for path in data_files(spec.path):
         for row in read_rows(path):
-            names = row.get(spec.columns.get("images", "images"))
-            for name in [names] if isinstance(names, str) else names if isinstance(names, list) else []:
-                file = folder / str(name)
-                digest.update(f"{name}\0{file_digest(file) if file.is_file() else 'missing'}\0".encode())
-                found = True
+            for kind in MEDIA_COLUMNS:
+                names = row.get(spec.columns.get(kind, kind))
+                for name in [names] if isinstance(names, str) else names if isinstance(names, list) else []:
+                    file = folder / str(name)
+                    digest.update(f"{name}\0{file_digest(file) if file.is_file() else 'missing'}\0".encode())
+                    found = True
     return digest.hexdigest() if found else None

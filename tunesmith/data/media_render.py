@@ -1,7 +1,8 @@
 """Rendering a conversation for a vision-language model, with one rule for special-token text:
 
 - an `<image>` placeholder of a record that lists images (its own `images` column) becomes that image's
-  token ids (data/vision_processor.py), never trained (labels -100);
+  token ids (data/vision_processor.py), never trained (labels -100); a `<video>` of a record that lists
+  videos alike;
 - everything else is text as typed: an `<image>` in a record without images, and the model's own image
   tokens written out in a message (e.g. "<|image_pad|>"), are tokenized as plain characters, so no typed
   text can claim an image slot.
@@ -13,71 +14,89 @@ from __future__ import annotations
 
 import re
 
-from tunesmith.data.media import IMAGE_PLACEHOLDER, check_model_reads
+from tunesmith.data.media import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, check_model_reads
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE, span_labels
 from tunesmith.errors import TunesmithError
 
-IMAGE_MARK = "\ue002"  # private use: no tokenizer or dataset gives it meaning
+IMAGE_MARK, VIDEO_MARK = "\ue002", "\ue003"  # private use: no tokenizer or dataset gives them meaning
 IMAGES = "images"  # meta key: the sample's image files, in the order of their tokens
 IMAGE_SPANS = "image_spans"  # meta key: [start, stop) of each image's tokens
+VIDEOS, VIDEO_SPANS = "videos", "video_spans"  # the same for videos
+KINDS = ((IMAGES, IMAGE_SPANS), (VIDEOS, VIDEO_SPANS))
 
 
 def encode_with_media(template, conversation, train_on_prompt: bool = False, mask_history: bool = False) -> Encoded:
     """input_ids and labels of a conversation whose placeholders are expanded to the model's image tokens."""
     check_model_reads(conversation, template.media)
-    images = conversation.images
-    text, spans = template.render_with_spans(_marked(conversation.messages, images), conversation.tools)
-    ids, offsets, image_spans = tokenize_marked(template, text, images)
+    files = {IMAGES: conversation.images, VIDEOS: conversation.videos}
+    text, spans = template.render_with_spans(_marked(conversation.messages, **files), conversation.tools)
+    ids, offsets, media_spans = tokenize_marked(template, text, **files)
     if train_on_prompt:
         labels = list(ids)
     else:
         labels = span_labels(ids, offsets, spans[-1:] if mask_history else spans)
-    for start, stop in image_spans:
-        labels[start:stop] = [IGNORE] * (stop - start)
-    return Encoded(ids, labels, {IMAGES: list(images), IMAGE_SPANS: image_spans} if images else {})
+    meta = {}
+    for files_key, spans_key in KINDS:
+        for start, stop in media_spans[files_key]:
+            labels[start:stop] = [IGNORE] * (stop - start)
+        if files[files_key]:
+            meta[files_key], meta[spans_key] = list(files[files_key]), media_spans[files_key]
+    return Encoded(ids, labels, meta)
 
 
-def encode_reply_with_media(template, prompt: list[dict], reply: dict, tools, images: list[str]
-                            ) -> tuple[list[int], int]:
+def encode_reply_with_media(template, prompt: list[dict], reply: dict, tools, images: list[str],
+                            videos: list[str] = ()) -> tuple[list[int], int]:
     """(ids of prompt + reply through the turn's closing, index of the reply's first token), the prompt's
-    placeholders expanded to its images' tokens (the preference stages' reply encoding, with images)."""
+    placeholders expanded to its images' and videos' tokens (the preference stages' reply encoding)."""
     from bisect import bisect_left
 
-    text, (start, end) = template.render_reply(_marked(prompt, images), reply, tools)
-    ids, offsets, _ = tokenize_marked(template, text, images)
+    text, (start, end) = template.render_reply(_marked(prompt, images, videos), reply, tools)
+    ids, offsets, _ = tokenize_marked(template, text, images, videos)
     reply_start, reply_end = (bisect_left(offsets, edge, key=lambda offset: offset[0]) for edge in (start, end))
     return ids[:reply_end], reply_start
 
 
-def _marked(messages: list[dict], images: list[str]) -> list[dict]:
-    """The messages with each `<image>` placeholder as the mark, when the record has images (else as typed)."""
-    if not images:
+def _marked(messages: list[dict], images: list[str], videos: list[str] = ()) -> list[dict]:
+    """The messages with each `<image>` placeholder as the image mark when the record has images, and each
+    `<video>` as the video mark when it has videos (else as typed)."""
+    swaps = [(IMAGE_PLACEHOLDER, IMAGE_MARK)] * bool(images) + [(VIDEO_PLACEHOLDER, VIDEO_MARK)] * bool(videos)
+    if not swaps:
         return messages
-    return [dict(m, content=m["content"].replace(IMAGE_PLACEHOLDER, IMAGE_MARK)) if m.get("content") else m
-            for m in messages]
+    marked = []
+    for message in messages:
+        content = message.get("content")
+        for placeholder, mark in swaps if content else ():
+            content = content.replace(placeholder, mark)
+        marked.append(dict(message, content=content) if content else message)
+    return marked
 
 
-def tokenize_marked(template, text: str, images: list[str]):
-    """(ids, offsets, image token spans) of rendered text whose marks are expanded to the images' tokens."""
+def tokenize_marked(template, text: str, images: list[str], videos: list[str] = ()):
+    """(ids, offsets, {IMAGES: image token spans, VIDEOS: video token spans}) of rendered text whose marks are
+    expanded to the images' and videos' tokens."""
     media = template.media
-    pieces = text.split(IMAGE_MARK)
-    if len(pieces) - 1 != len(images):
-        raise TunesmithError(f"the template wrote {len(pieces) - 1} image marks for {len(images)} images; it "
-                             "must keep message contents as they are")
-    ids, offsets, image_spans, at = [], [], [], 0
-    for index, piece in enumerate(pieces):
-        piece_ids, piece_offsets = _typed_text(template, piece, media)
-        ids += piece_ids
-        offsets += [(start + at, end + at) for start, end in piece_offsets]
-        at += len(piece)
-        if index < len(images):
-            expansion = media.image_ids(images[index])
-            image_spans.append([len(ids), len(ids) + len(expansion)])
+    pieces = re.split(f"({IMAGE_MARK}|{VIDEO_MARK})", text)
+    for mark, files, kind in ((IMAGE_MARK, images, "image"), (VIDEO_MARK, videos, "video")):
+        if pieces.count(mark) != len(files):
+            raise TunesmithError(f"the template wrote {pieces.count(mark)} {kind} marks for {len(files)} {kind}s; "
+                                 "it must keep message contents as they are")
+    queues = {IMAGE_MARK: (iter(images), media.image_ids),
+              VIDEO_MARK: (iter(videos), getattr(media, "video_ids", None))}
+    ids, offsets, spans, at = [], [], {IMAGES: [], VIDEOS: []}, 0
+    for piece in pieces:
+        if piece in queues:
+            files, expand = queues[piece]
+            expansion = expand(next(files))
+            spans[IMAGES if piece == IMAGE_MARK else VIDEOS].append([len(ids), len(ids) + len(expansion)])
             ids += expansion
             offsets += [(at, at + 1)] * len(expansion)
-            at += 1
-    return ids, offsets, image_spans
+        else:
+            piece_ids, piece_offsets = _typed_text(template, piece, media)
+            ids += piece_ids
+            offsets += [(start + at, end + at) for start, end in piece_offsets]
+        at += len(piece)
+    return ids, offsets, spans
 
 
 def _typed_text(template, text: str, media) -> tuple[list[int], list[tuple[int, int]]]:
@@ -102,16 +121,17 @@ def _typed_text(template, text: str, media) -> tuple[list[int], list[tuple[int, 
 
 
 def truncate(sample: Encoded, max_length: int) -> Encoded:
-    """The sample cut to max_length; an image whose tokens would be cut is dropped whole, with the text after
-    it (the model needs all of an image's tokens or none)."""
-    spans = sample.meta.get(IMAGE_SPANS, [])
-    kept = [span for span in spans if span[1] <= max_length]
-    cut = max_length if len(kept) == len(spans) else spans[len(kept)][0]
+    """The sample cut to max_length; an image or video whose tokens would be cut is dropped whole, with the
+    text after it (the model needs all of its tokens or none)."""
     meta = dict(sample.meta)
-    if spans:
-        meta[IMAGES], meta[IMAGE_SPANS] = meta[IMAGES][: len(kept)], kept
-        if not kept:
-            meta.pop(IMAGES), meta.pop(IMAGE_SPANS)
+    cut = min([max_length] + [start for _, spans in KINDS for start, stop in meta.get(spans, [])
+                              if stop > max_length])
+    for files, spans in KINDS:
+        if spans in meta:
+            kept = [span for span in meta[spans] if span[1] <= cut]
+            meta[files], meta[spans] = meta[files][: len(kept)], kept
+            if not kept:
+                meta.pop(files), meta.pop(spans)
     return Encoded(sample.input_ids[:cut], sample.labels[:cut], meta)
 
 
@@ -120,6 +140,6 @@ def prompt_ids_with_media(template, messages: list[dict], images: list[str]) -> 
     image, in order) expanded to the images' tokens."""
     if template.media is None:
         raise TunesmithError("this model is text-only and cannot read images; use a vision-language model "
-                             "(Qwen2-VL, Qwen2.5-VL)")
+                             "(Qwen2-VL, Qwen2.5-VL, LLaVA)")
     text = template.render(_marked(messages, images), add_generation_prompt=True)
     return tokenize_marked(template, text, images)[0]

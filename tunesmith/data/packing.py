@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 
-from tunesmith.data.media_render import IMAGES
+from tunesmith.data.media_render import IMAGES, VIDEOS
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
 
@@ -37,13 +37,15 @@ def pack_samples(samples: list[Encoded], max_length: int) -> list[Encoded]:
 
 
 def _concatenate(samples: list[Encoded]) -> Encoded:
-    input_ids, labels, positions, images = [], [], [], []
+    input_ids, labels, positions, media = [], [], [], {IMAGES: [], VIDEOS: []}
     for sample in samples:
         input_ids += sample.input_ids
         labels += [IGNORE] + sample.labels[1:]
         positions += range(len(sample.input_ids))
-        images += sample.meta.get(IMAGES, [])
-    return Encoded(input_ids, labels, {POSITION_IDS: positions, **({IMAGES: images} if images else {})})
+        for kind, files in media.items():  # the row's images and videos, in the order of their tokens
+            files += sample.meta.get(kind, [])
+    present = {kind: files for kind, files in media.items() if files}
+    return Encoded(input_ids, labels, {POSITION_IDS: positions, **present})
 
 
 def packing_efficiency(rows: list[Encoded], max_length: int) -> float:

@@ -3,7 +3,8 @@
 Prompts are rendered by our `ChatTemplate` and handed to vLLM as token ids, so vLLM serves exactly the text
 the model was trained on. An adapter is applied as a LoRA request, not merged. vLLM schedules and batches
 on its own; pieces of text arrive once per request when its batch finishes, and a cancelled request is
-only dropped if it has not started.
+only dropped if it has not started. Prompts go to vLLM as text token ids only: images are read by the hf
+backend alone, whatever the model.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from tunesmith.data.template import ChatTemplate
 from tunesmith.errors import TunesmithError
 from tunesmith.infer.engine import Engine
 from tunesmith.infer.settings import DecodeRequest, DecodeResult, GenerationSettings
+
+IMAGES_NEED_HF = ("image input is served by the hf backend only (the vllm backend sends vLLM text prompts); "
+                  "use --backend hf for images")
 
 
 def vllm_available() -> bool:
@@ -39,6 +43,12 @@ class VllmEngine(Engine):
         self.llm = LLM(model=model_dir, trust_remote_code=trust_remote_code, **extra)
         self.lora = LoRARequest("adapter", 1, str(adapter_dir)) if adapter_dir else None
         super().__init__(template, self.llm.llm_engine.model_config.max_model_len)
+
+    def prompt_ids(self, messages: list[dict], tools: list | None = None, images: list[str] | None = None
+                   ) -> list[int]:
+        if images:
+            raise TunesmithError(IMAGES_NEED_HF)
+        return super().prompt_ids(messages, tools)
 
     def run_batch(self, requests: list[DecodeRequest], admit=None, max_rows: int = 0) -> list[DecodeResult]:
         # `admit` is not used: requests join at the next call, as vLLM's own scheduler works per call.

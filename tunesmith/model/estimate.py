@@ -18,6 +18,9 @@ The dtypes are model/precision.py's plan (trainable parameters float32; 16-bit c
 adds: the [B, 1, L, L] mask and K/V repeated for grouped-query attention (see `sdpa_mask_bytes`).
 It counts tensors as torch.cuda.max_memory_allocated does; the CUDA context (~0.5 GiB) and allocator
 fragmentation come on top. Without a GPU here the plan is made for a current, bf16-capable one.
+A vision-language model is built whole (tower, projector, language model), so its parameters, weights,
+gradients and optimizer states count every part; A and Z are the language model's, for text tokens (the
+tower's activations on the images come on top).
 """
 
 from __future__ import annotations
@@ -79,11 +82,12 @@ def estimate_memory(config: RunConfig) -> MemoryEstimate:
     model = apply_method(model, method)
     keep_trainable_in_master(model, plan)
     tokens = config.train.batch_size * config.data.max_length
+    text_config = hf_config.get_text_config()  # a vision-language model's language model; else the config itself
     weights = weight_bytes(model, quantized, config.model.quantization_bit, config.model.double_quantization)
     gradients = gradient_bytes(model)
     optimizer = optimizer_bytes(model, config.train.optimizer)
     checkpointing = config.train.gradient_checkpointing
-    shape = LayerShape.from_config(hf_config)
+    shape = LayerShape.from_config(text_config)
     activations = activation_bytes(model, shape, tokens, compute_bytes, checkpointing)
     padded = config.train.batch_size > 1 or config.data.packing  # a mask only when rows differ or are packed
     if padded and config.model.attn_implementation in ("auto", "sdpa"):
@@ -91,7 +95,7 @@ def estimate_memory(config: RunConfig) -> MemoryEstimate:
         activations += sdpa_mask_bytes(shape, config.train.batch_size, config.data.max_length, compute_bytes, layers)
     if plan.autocast is not None:
         activations += autocast_copy_bytes(model, compute_bytes, quantized)
-    logits = LOGIT_BYTES * tokens * hf_config.vocab_size
+    logits = LOGIT_BYTES * tokens * text_config.vocab_size
     peak = weights + optimizer + (
         gradients + activations + logits if config.train.grad_accum > 1 else max(activations + logits, gradients)
     )
@@ -123,12 +127,16 @@ def read_model_config(model_config):
 
 
 def build_meta_model(hf_config, dtype):
-    """The causal LM of `hf_config` on the meta device: every parameter's shape and dtype, no storage."""
+    """The causal LM (or vision-language model) of `hf_config` on the meta device: every parameter's shape
+    and dtype, no storage."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
+    from tunesmith.model.vision import VISION_PARTS
+
+    auto = AutoModelForImageTextToText if hf_config.model_type in VISION_PARTS else AutoModelForCausalLM
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+        return auto.from_config(hf_config, dtype=dtype)
 
 
 def weight_bytes(model, quantized: dict[str, tuple[int, int]], bits: int | None, double_quantization: bool) -> float:

@@ -106,6 +106,7 @@ def load_scorer(folder: Path, base, device: str = "cpu") -> ValueHeadModel:
             backbone = PeftModel.from_pretrained(load_model(base, device), str(folder)).merge_and_unload()
     else:
         backbone = load_model(base.model_copy(update={"path": str(folder), "gguf_file": None}), device)
-    scorer = ValueHeadModel(backbone, load_value_head(folder, backbone.config.hidden_size))
+    # a vision-language model's hidden size is its language model's (its config nests it as text_config)
+    scorer = ValueHeadModel(backbone, load_value_head(folder, backbone.config.get_text_config().hidden_size))
     scorer.requires_grad_(False)
     return scorer.eval()

@@ -76,6 +76,10 @@ def _prompt_ids(state: ServerState, body: ChatRequest, plan: ToolPlan) -> tuple[
     template = state.engine.template
     images = [decode_image_url(url, state.image_guard, f"messages.{index}.content")
               for index, message in enumerate(body.messages) for url in message.image_urls()]
+    if images and state.engine.backend == "vllm":
+        from tunesmith.infer.vllm_engine import IMAGES_NEED_HF
+
+        raise bad_request(IMAGES_NEED_HF, "messages")
     if images and template.media is None:
         raise bad_request("this model is text-only and cannot read images; send text only", "messages")
     try:

@@ -20,8 +20,9 @@ def flattens_packed_rows(attn_implementation: str | None) -> bool:
     return "flash" in (attn_implementation or "")
 
 
-# What a vision-language batch adds (data/collator.py); mm_token_type_ids is in every batch of such a model.
-MEDIA_KEYS = ("pixel_values", "image_grid_thw", "mm_token_type_ids")
+# What a vision-language batch adds (data/collator.py): pixels where it has images; Qwen2-VL's token types always.
+MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts",
+              "mm_token_type_ids")
 
 
 def model_inputs(batch: dict[str, torch.Tensor], config=None) -> dict[str, torch.Tensor]:
@@ -55,7 +56,7 @@ def decoder_hidden(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The causal LM's last hidden states for a batch ([rows, width, h], or [1, rows * width, h] for flattened
     packed rows). A vision-language batch runs the vision tower and projector before the decoder."""
     inputs = model_inputs(batch, model.config)
-    if MEDIA_KEYS[-1] not in batch:
+    if not any(key in batch for key in MEDIA_KEYS):  # LLaVA marks no token types: its pixels say it
         return model.get_decoder()(**inputs, use_cache=False).last_hidden_state
     from tunesmith.model.vision import multimodal_body, packed_position_ids
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunesmith.data.media_render import IMAGE_SPANS, IMAGES
+from tunesmith.data.media_render import IMAGE_SPANS, IMAGES, VIDEO_SPANS, VIDEOS
 from tunesmith.data.template import IGNORE
 
 COLOR_ON, COLOR_OFF = "\x1b[1;32m", "\x1b[0m"  # bold green: trained tokens
@@ -22,13 +22,14 @@ def prepare_for_preview(config):
     from tunesmith.data.template import ChatTemplate
     from tunesmith.train.stages import get_stage
 
+    from tunesmith.data.video import VideoSampling
     from tunesmith.data.vision_processor import load_media
 
     stage = get_stage(config.stage.kind)
     tokenizer = _load_tokenizer(config.model)
     # a vision-language model's image side, from its folder: images are shown where their tokens go
-    template = ChatTemplate(tokenizer, config.model.template, load_media(Path(config.model.path).expanduser(),
-                                                                          tokenizer))
+    media = load_media(Path(config.model.path).expanduser(), tokenizer, VideoSampling.of(config.data))
+    template = ChatTemplate(tokenizer, config.model.template, media)
     data = config.data.model_copy(update={"val_size": 0.0, "packing": False})
     prepared = prepare_data(data, lambda records: stage.encode_many(records, template, data), stage.record_kind, 0,
                             fingerprint=encoder_fingerprint(template, stage.name))
@@ -70,12 +71,16 @@ def render_sample(tokenizer, ids: list[int], labels: list[int], color: bool) -> 
 
 
 def render_with_images(tokenizer, sample, color: bool) -> str:
-    """`render_sample`, each image's tokens shown as one marker: which image, and how many tokens it takes."""
+    """`render_sample`, each image's (and video's) tokens shown as one marker: which one, and how many tokens
+    it takes."""
     parts, start = [], 0
-    images = zip(sample.meta.get(IMAGES, []), sample.meta.get(IMAGE_SPANS, []))
-    for number, (path, (first, stop)) in enumerate(images, 1):
+    marked = []
+    for kind, files, spans in (("image", IMAGES, IMAGE_SPANS), ("video", VIDEOS, VIDEO_SPANS)):
+        marked += [(span, kind, number, path) for number, (path, span) in
+                   enumerate(zip(sample.meta.get(files, []), sample.meta.get(spans, [])), 1)]
+    for (first, stop), kind, number, path in sorted(marked):
         parts.append(render_sample(tokenizer, sample.input_ids[start:first], sample.labels[start:first], color))
-        parts.append(f"<image {number}: {Path(path).name}, {stop - first} tokens>")
+        parts.append(f"<{kind} {number}: {Path(path).name}, {stop - first} tokens>")
         start = stop
     parts.append(render_sample(tokenizer, sample.input_ids[start:], sample.labels[start:], color))
     return "".join(parts)

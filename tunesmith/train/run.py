@@ -37,6 +37,7 @@ def build_run(config: RunConfig) -> Run:
     from tunesmith.data.dataset import prepare_data
     from tunesmith.data.media import refuse_images
     from tunesmith.data.template import ChatTemplate
+    from tunesmith.data.video import VideoSampling
     from tunesmith.data.vision_processor import load_media
     from tunesmith.dist.accelerator import make_accelerator
     from tunesmith.model.load import load_tokenizer, resolve_source
@@ -58,7 +59,7 @@ def build_run(config: RunConfig) -> Run:
     stage = get_stage(config.stage.kind, config.stage)
     source = resolve_source(config.model)
     tokenizer = load_tokenizer(config.model, source)
-    media = stage.media = load_media(source.location, tokenizer)
+    media = stage.media = load_media(source.location, tokenizer, VideoSampling.of(config.data))
     template = ChatTemplate(tokenizer, config.model.template, media)
     takes = (lambda records: records) if stage.takes_images else partial(refuse_images, stage_name=stage.name)
     with accelerator.main_process_first():  # rank 0 tokenizes; the others then read its cache

@@ -2,7 +2,7 @@
 
 The KL reference point z is estimated, as in the KTO paper, from each prompt paired with another example's
 reply: each sample gets a fixed partner when training starts, so precomputed reference log-probs stay valid
-whatever the batch order.
+whatever the batch order. An example's images are in its prompt: its row and its KL row carry them.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from tunesmith.data.collator import pad_batch
+from tunesmith.data.media_render import IMAGES, VIDEOS
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
 from tunesmith.dist.collectives import gather_rows
@@ -32,19 +33,22 @@ KL_SAMPLE = "kl_sample"  # meta: this prompt followed by the partner's reply (an
 class KtoStage(Stage):
     name = "kto"
     record_kind = "kto"
+    takes_images = True
 
     def __init__(self, config=None):
         super().__init__(config)
         self.reference = None  # z is estimated over all processes' rows: see kl_estimate (self.accelerator)
 
     def encode(self, record, template, data):
-        (sample,) = encode_replies(template, record.prompt, [record.completion], record.tools, data.max_length)
+        (sample,) = encode_replies(template, record.prompt, [record.completion], record.tools, data.max_length,
+                                   record)
         sample.meta[DESIRABLE] = bool(record.desirable)
         return sample
 
     def collate(self, samples, pad_id):
         """B rows of the samples, then B rows of their prompts with their partners' replies."""
-        batch = pad_batch(list(samples) + [sample.meta[KL_SAMPLE] for sample in samples], pad_id)
+        rows = list(samples) + [sample.meta[KL_SAMPLE] for sample in samples]
+        batch = self.with_media(pad_batch(rows, pad_id), rows)
         batch[DESIRABLE] = torch.tensor([sample.meta[DESIRABLE] for sample in samples])
         if all(REF_LOGPS in sample.meta for sample in samples):
             batch[REF_LOGPS] = torch.tensor([s.meta[REF_LOGPS][0] for s in samples] +
@@ -83,13 +87,19 @@ class KtoStage(Stage):
 
 
 def assign_kl_partners(samples: list[Encoded], max_length: int) -> None:
-    """Give sample i the prompt-with-reply of sample i+1 (cyclically), the prompt cut from the left to fit."""
+    """Give sample i its prompt with the reply of sample i+1 (cyclically), the prompt cut from the left to fit.
+    A prompt with images or videos is never cut (each needs all its tokens): the partner's reply is cut at its
+    end instead."""
     for index, sample in enumerate(samples):
         partner = samples[(index + 1) % len(samples)]
         prompt = sample.input_ids[: _reply_start(sample)]
         reply = partner.input_ids[_reply_start(partner):]
-        prompt = prompt[max(0, len(prompt) + len(reply) - max_length):]
-        sample.meta[KL_SAMPLE] = Encoded(prompt + reply, [IGNORE] * len(prompt) + reply)
+        media = {key: list(sample.meta[key]) for key in (IMAGES, VIDEOS) if sample.meta.get(key)}
+        if media:
+            reply = reply[: max(0, max_length - len(prompt))]
+        else:
+            prompt = prompt[max(0, len(prompt) + len(reply) - max_length):]
+        sample.meta[KL_SAMPLE] = Encoded(prompt + reply, [IGNORE] * len(prompt) + reply, media)
 
 
 def _reply_start(sample: Encoded) -> int:

@@ -15,7 +15,7 @@ import torch
 
 from tunesmith.data.collator import TARGET_INDEX, pad_batch
 from tunesmith.data.media import check_model_reads
-from tunesmith.data.media_render import IMAGES, encode_reply_with_media
+from tunesmith.data.media_render import IMAGES, VIDEOS, encode_reply_with_media
 from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
 from tunesmith.train.stages.base import Stage
@@ -52,25 +52,27 @@ def fit(ids: list[int], reply_start: int, max_length: int, keep_prompt: int) -> 
 def encode_replies(template, prompt, replies: list[dict], tools, max_length: int, record=None) -> list[Encoded]:
     """Each reply after the same prompt, the prompt cut from the left by the same amount so all fit.
 
-    For a vision-language model the prompt's images are expanded (data/media_render.py) and a prompt with
-    images is never cut: a pair that does not fit is dropped, as one whose reply does not fit.
+    For a vision-language model the prompt's images and videos are expanded (data/media_render.py) and a prompt
+    with them is never cut: a pair that does not fit is dropped, as one whose reply does not fit.
     """
-    images = getattr(record, "images", [])
+    images, videos = getattr(record, "images", []), getattr(record, "videos", [])
     if record is not None:
         check_model_reads(record, template.media)
     if template.media is not None:
-        encoded = [encode_reply_with_media(template, prompt, reply, tools, images) for reply in replies]
+        encoded = [encode_reply_with_media(template, prompt, reply, tools, images, videos) for reply in replies]
     else:
         encoded = [encode_reply(template, prompt, reply, tools) for reply in replies]
     longest_reply = max(len(ids) - start for ids, start in encoded)
     keep = min(start for _, start in encoded)
-    keep = max(0, min(keep, max_length - longest_reply)) if not images else keep
+    keep = max(0, min(keep, max_length - longest_reply)) if not (images or videos) else keep
     samples = []
     for ids, start in encoded:
         sample, truncated = fit(ids, start, max_length, min(start, keep))
         sample.meta[PROMPT_TRUNCATED] = truncated
         if images:
             sample.meta[IMAGES] = list(images)
+        if videos:
+            sample.meta[VIDEOS] = list(videos)
         samples.append(sample)
     return samples
 
