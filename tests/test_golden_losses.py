@@ -20,6 +20,11 @@ STAGES = ("pt", "sft")
 METHODS = ("full", "freeze", "lora", "qlora")
 STEPS = 4
 RTOL = 1e-4
+# NF4 rounds each weight of the random tiny model to one of 16 levels, so a last-bit difference between
+# machines can move a weight a whole level: the same qlora run was measured 3.9e-4 apart on an AVX2 and an
+# AVX-512 CPU (the other methods agree to 1e-4 there). test_qlora_start.py pins qlora's value
+# exactly against bitsandbytes' own round trip on the machine at hand.
+QLORA_RTOL = 1e-3
 
 METHOD_SETTINGS = {
     "full": {"kind": "full"},
@@ -72,7 +77,7 @@ def test_losses_match_the_stored_golden_values(stage, method, tiny_model_dir, tm
     losses = run_losses(stage, method, tiny_model_dir, tmp_path / "run")
 
     assert len(losses) == STEPS
-    assert losses == pytest.approx(expected, rel=RTOL), (
+    assert losses == pytest.approx(expected, rel=QLORA_RTOL if method == "qlora" else RTOL), (
         f"{stage}/{method} losses moved; if the change is intended run scripts/regen_golden.py"
     )
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from tunesmith.data.media import load_image
-from tunesmith.data.vision_processor import ImageMedia
+from tunesmith.data.image_media import ImageMedia
 from tunesmith.errors import TunesmithError
 
 # Features a tower gives beside its patches: CLIP prepends a class token, SigLIP has none.

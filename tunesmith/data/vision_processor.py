@@ -14,10 +14,10 @@ laid out as the model's video path wants them (`video_patches`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
+from tunesmith.data.image_media import ImageMedia
 from tunesmith.data.media import load_image
 from tunesmith.data.video import VideoSampling, read_frames
 from tunesmith.errors import TunesmithError
@@ -25,30 +25,6 @@ from tunesmith.errors import TunesmithError
 QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 LLAVA_TYPES = ("llava",)
 IMAGE_TOKEN_TYPE, VIDEO_TOKEN_TYPE = 1, 2  # mm_token_type_ids: 0 text, 1 image, 2 video (transformers' Qwen2-VL)
-
-
-class ImageMedia:
-    """What every family's image side shares; a subclass sets image_processor, special_texts, pad_id and
-    defines `image_ids`, `pixels` and `token_inputs`."""
-
-    image_processor = None
-    special_texts: tuple[str, ...] = ()  # the model's image-token texts: typed in a message, they stay text
-    reads_videos = False
-
-    def encode_many(self, template, conversations: list, train_on_prompt: bool, mask_history: bool) -> list:
-        """`ChatTemplate.encode_many` for this model: placeholders expanded to image tokens (data/media_render.py)."""
-        from tunesmith.data.media_render import encode_with_media
-
-        return [encode_with_media(template, c, train_on_prompt, mask_history) for c in conversations]
-
-    def fingerprint(self) -> str:
-        """The processor's settings, part of the data cache key: a change in sizes changes the token counts."""
-        settings = json.dumps(self.image_processor.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256((type(self).__name__ + settings + self._count_settings()).encode()).hexdigest()
-
-    def _count_settings(self) -> str:
-        """What else decides the token counts besides the image processor (none by default)."""
-        return ""
 
 
 class QwenVisionMedia(ImageMedia):

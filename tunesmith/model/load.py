@@ -140,7 +140,7 @@ def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSourc
     and copied after; give it only where one process holds the whole model (no DeepSpeed / FSDP sharding).
     """
     from tunesmith.model.precision import DeviceCaps, inference_dtype
-    from tunesmith.model.quantize import quantization_kwargs
+    from tunesmith.model.quantize import keep_4bit_matmuls_in_compute_dtype, quantization_kwargs
     from tunesmith.model.vision import auto_class
 
     source = source or resolve_source(config)
@@ -151,7 +151,7 @@ def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSourc
     if device is not None and not placement:
         placement = {"device_map": {"": device}}
     try:
-        return auto_class(source.location).from_pretrained(
+        model = auto_class(source.location).from_pretrained(
             source.location,
             dtype=dtype,
             attn_implementation=attn,
@@ -160,3 +160,6 @@ def load_model(config: ModelConfig, device_type: str = "cpu", source: ModelSourc
         )
     except OSError as err:
         raise TunesmithError(f"could not load the model from {source.location}: {err}") from None
+    if config.quantization_bit == 4 and device_type == "cpu":
+        keep_4bit_matmuls_in_compute_dtype(model)
+    return model

@@ -41,6 +41,20 @@ def quantization_kwargs(config: ModelConfig, compute_dtype, device_type: str) ->
     return kwargs
 
 
+def keep_4bit_matmuls_in_compute_dtype(model) -> None:
+    """Turn off bitsandbytes' AVX512-BF16 CPU path for every 4-bit layer of `model`.
+
+    On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight the first time the layer runs without
+    gradients (evaluation, generation, a reference pass) and from then on multiplies in bfloat16. That makes a
+    no-grad loss differ from the training loss of the same weights, the same run's numbers differ from one
+    machine to the next, and it fails outright on a layer narrower than one quantization block. Without it the
+    weights are dequantized to the compute dtype (float32 on CPU) for every matmul, as on any other CPU.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def require_bitsandbytes() -> None:
     import importlib.util
 
