@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from tunesmith.data.media import IMAGE_PLACEHOLDER
 from tunesmith.errors import TunesmithError
 from tunesmith.run_folder import config_path, is_run_folder
 
@@ -49,16 +50,36 @@ class ChatSession:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def reply(self, history: list[dict], system: str, settings) -> Iterator[str]:
-        """The assistant's reply to `history` (ending with the user's message), growing piece by piece."""
+    @property
+    def reads_images(self) -> bool:
+        """Whether the loaded model is a vision-language one (its template has an image side)."""
+        return self.engine is not None and getattr(self.engine.template, "media", None) is not None
+
+    def reply(self, history: list[dict], system: str, settings, turn_images: list[list[str]] = ()) -> Iterator[str]:
+        """The assistant's reply to `history` (ending with the user's message), growing piece by piece.
+        `turn_images`: the image files of each user message, in order (the Chat tab's uploads); they go to the
+        engine as `tunesmith chat --image` sends them, placed before their message's text."""
+        from tunesmith.infer.chat_cli import user_message
+
         if self.engine is None:
             raise TunesmithError("no model is loaded; press Load model first")
-        messages = ([{"role": "system", "content": system}] if system.strip() else []) + [
-            {"role": message["role"], "content": _text_of(message["content"])} for message in history
-        ]
+        messages = [{"role": "system", "content": system}] if system.strip() else []
+        turns = iter(turn_images)
+        for message in history:
+            text = _text_of(message["content"])
+            if message["role"] != "user":
+                messages.append({"role": message["role"], "content": text})
+                continue
+            attached = next(turns, [])
+            if IMAGE_PLACEHOLDER in text and any(turn_images):
+                # The one rule (data/media_render.py): typed text never claims an image's place.
+                raise TunesmithError(f"a message says {IMAGE_PLACEHOLDER}, which would stand for an uploaded "
+                                     "image; remove it (uploaded images go before the message's text)")
+            messages.append(user_message(text, len(attached)))
+        images = [path for turn in turn_images for path in turn]
         with self._lock:
             text = ""
-            for piece in self.engine.stream(messages, settings):
+            for piece in self.engine.stream(messages, settings, images=images or None):
                 text += piece
                 yield text
 

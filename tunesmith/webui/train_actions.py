@@ -55,6 +55,18 @@ def dataset_names(ctx: WebuiContext, dataset_dir: str) -> list[str]:
         raise TunesmithError(f"{registry}: not valid JSON (line {err.lineno}); fix the file") from None
 
 
+def is_vision_model_path(ctx: WebuiContext, model_path: str | None) -> bool:
+    """Whether `model_path` is a vision-language model folder inside the allowed roots (the Train tab offers
+    method.vision for those only; a hub id or a GGUF file counts as text-only, as model loading treats it)."""
+    from tunesmith.model.vision import vision_model_type
+
+    try:
+        location = ctx.guard.model(model_path)
+    except TunesmithError:
+        return False
+    return vision_model_type(location) is not None
+
+
 def train_argv(config_path: Path, *overrides: str) -> list[str]:
     return tunesmith_argv("train", str(config_path), *overrides)
 

@@ -41,11 +41,18 @@ def build_train_tab(ctx: WebuiContext, tr: Translated, form: ConfigForm, layout:
     dataset_dir, datasets, preview_data, samples = _dataset_section(ctx, tr, form)
     trainable = [spec for spec in ctx.specs if spec.path.split(".")[0] not in layout["other_tabs"]]
     grid([spec for spec in trainable if matches(spec.path, layout["primary"])], form, tr, per_row=5)
-    placed = layout["topbar"] + layout["primary"] + layout["dataset_row"] + layout["derived"]
+    placed = layout["topbar"] + layout["primary"] + layout["dataset_row"] + layout["derived"] + layout["vision"]
     rest = [spec for spec in trainable if not matches(spec.path, placed)]
     for group in dict.fromkeys(spec.path.split(".")[0] for spec in rest):
         with tr.ui(gr.Accordion(tr.t(f"group_{group}"), open=False, elem_id=f"group-{group}"), f"group_{group}"):
             grid([spec for spec in rest if spec.path.split(".")[0] == group], form, tr)
+    # Hidden until model.path names a vision-language model (the panel, not its fields: choosing a method kind
+    # sets the visibility of the fields it has, and every kind has these).
+    with tr.ui(gr.Accordion(tr.t("group_vision"), open=False, visible=False, elem_id="group-vision"),
+               "group_vision") as vision:
+        grid([spec for spec in trainable if matches(spec.path, layout["vision"])], form, tr)
+    form.widgets["model.path"].change(lambda path: gr.update(visible=actions.is_vision_model_path(ctx, path)),
+                                      form.widgets["model.path"], vision)
     widgets = TrainWidgets(dataset_dir, datasets, preview_data, samples, *_controls(tr), *_outputs(tr))
     _wire(ctx, form, widgets, top)
     return widgets.chart
