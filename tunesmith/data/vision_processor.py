@@ -50,8 +50,19 @@ class QwenVisionMedia(ImageMedia):
         if not isinstance(image, str):
             return self._count(image)
         if image not in self._counts:
-            self._counts[image] = self._count(load_image(image))
+            self._counts[image] = self._count_file(image)
         return self._counts[image]
+
+    def _count_file(self, path: str) -> int:
+        """The count from the file's header alone: the grid depends on the image's size only, so encoding
+        decodes no pixels (the collator makes them)."""
+        from PIL import Image
+
+        if not self.image_processor.do_resize:
+            return self._count(load_image(path))
+        with Image.open(path) as image:
+            width, height = image.size
+        return self.image_processor.get_number_of_image_patches(height, width) // self.image_processor.merge_size ** 2
 
     def _count(self, pixels) -> int:
         grid = self.image_processor(images=[pixels], return_tensors="pt")["image_grid_thw"][0]
