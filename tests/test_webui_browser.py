@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import LF_DATA, REPO
+from vision_models import vl_dir  # noqa: F401 (a fixture)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
@@ -41,7 +42,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_dir):
+def server(tmp_path_factory, tiny_model_dir, vl_dir):
     """`tunesmith webui` as a user starts it, with a dataset folder holding identity.json."""
     root = tmp_path_factory.mktemp("webui")
     data = root / "data"
@@ -53,13 +54,15 @@ def server(tmp_path_factory, tiny_model_dir):
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "tunesmith", "webui", "--port", str(port), "--runs-dir", str(root / "runs"),
-         "--allowed-root", str(tiny_model_dir)],  # the model lies outside the folder the UI starts in
+         # the models lie outside the folder the UI starts in
+         "--allowed-root", str(tiny_model_dir), "--allowed-root", str(vl_dir)],
         cwd=root, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1"),
     )
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_for(url, process, root / "server.log")
-        yield {"url": url, "root": root, "data": data, "model": tiny_model_dir, "started": started}
+        yield {"url": url, "root": root, "data": data, "model": tiny_model_dir, "vision_model": vl_dir,
+               "started": started}
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -224,3 +227,30 @@ def test_export_from_the_page(server, page):
     _wait_for_job(page, "export")
     assert (out / "config.json").is_file()
     _shot(page, "export")
+
+
+def test_vision_options_and_an_image_in_the_chat(server, page):
+    """The Train tab's vision panel follows the model path; the Chat tab takes an uploaded image with the next
+    message and shows it in the conversation."""
+    _open(page, server)
+    _fill(page, "field-model-path", str(server["vision_model"]))
+    page.locator("#group-vision").wait_for(state="visible")
+    _fill(page, "field-model-path", str(server["model"]))
+    page.locator("#group-vision").wait_for(state="hidden")
+    _fill(page, "field-model-path", str(server["vision_model"]))
+    page.get_by_role("tab", name="Chat").click()
+    assert not page.locator("#chat-images").is_visible()
+    _open_accordion(page, "generation-settings")
+    _fill(page, "field-generation-max_new_tokens", "8")
+    _fill(page, "field-generation-temperature", "1")
+    _fill(page, "field-generation-seed", "0")  # a reply with visible text (greedy, the random model says newlines)
+    page.locator("#load-model").click()
+    page.locator("#chat-images").wait_for(state="visible", timeout=120_000)
+    page.locator("#chat-images input[type=file]").set_input_files(str(LF_DATA / "mllm_demo_data" / "2.jpg"))
+    page.locator("#chat-images").get_by_text("2.jpg").first.wait_for()  # uploaded
+    _fill(page, "message", "What is in the picture?")
+    page.locator("#send").click()
+    page.locator("#chatbot img").first.wait_for()  # the image, served from the session's own copy
+    page.wait_for_function("() => { const b = document.querySelectorAll('#chatbot .bot');"
+                           " return b.length && b[b.length - 1].innerText.trim().length > 0; }")
+    _shot(page, "chat-image")

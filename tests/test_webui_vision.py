@@ -119,14 +119,16 @@ def test_typed_placeholders_never_take_an_images_place(vl_ctx, uploaded):
     kept.close()
 
 
-def test_image_upload_is_offered_for_vision_language_models_only(vl_chat, tiny_model_dir):
-    from tunesmith.webui.chat import ChatSession
-
+def test_image_upload_is_offered_for_vision_language_models_only(vl_chat, ctx, tiny_model_dir, uploaded):
     assert vl_chat.reads_images
-    chat = ChatSession()
-    assert not chat.reads_images  # nothing loaded
-    chat.load(str(tiny_model_dir), None, "auto")
-    assert not chat.reads_images
+    assert not ctx.chat.reads_images  # nothing loaded
+    ctx.chat.load(str(tiny_model_dir), None, "auto")
+    assert not ctx.chat.reads_images
+    # Should an image reach a text-only model anyway (its upload box is hidden), the message says why not.
+    with pytest.warns(UserWarning, match="text-only"):
+        message, _, history, kept = _respond(ctx, "Look", uploaded[:1], [], None)
+    assert (message, history, kept.turns) == ("Look", [], [])
+    kept.close()
 
 
 def test_the_train_tab_offers_vision_options_for_vision_language_models_only(ctx, vl_dir, tiny_model_dir, tmp_path):
