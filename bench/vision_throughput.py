@@ -165,9 +165,15 @@ def main() -> None:
         print(json.dumps(tunesmith_side(*args.side, args.batch, args.steps, args.threads)))
         return
 
+    with tempfile.TemporaryDirectory(prefix="vision-bench-") as folder:
+        results = compare(Path(folder), args)
+    print(table(results))
+
+
+def compare(work: Path, args) -> dict[str, list[dict]]:
+    """Each side's runs, in turns, on a tiny Qwen2-VL and a distinct-image dataset made in `work`."""
     from vision_models import build_tiny_qwen2_vl
 
-    work = Path(tempfile.mkdtemp(prefix="vision-bench-"))
     model = build_tiny_qwen2_vl(work / "model")
     images = distinct_dataset(work / "data", args.records)
     print(f"{args.records} records, {images} distinct image files, batch {args.batch}, {args.steps} timed steps, "
@@ -182,8 +188,7 @@ def main() -> None:
         for side, argv in commands.items():
             results[side].append(run_side(argv))
             print(f"repeat {repeat + 1}: {side} done", flush=True)
-    print(table(results))
-
+    return results
 
 if __name__ == "__main__":
     main()

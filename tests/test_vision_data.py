@@ -57,15 +57,18 @@ def test_placeholders_expand_to_the_processors_token_count_and_are_never_trained
 
 @pytest.mark.parametrize("size", [(28, 28), (56, 56), (300, 41), (41, 300), (640, 480), (1000, 999), (29, 1500)])
 def test_an_images_token_count_read_from_its_size_is_the_processors_grid(template, tmp_path, size):
-    """Encoding counts an image's tokens from its file's header; the processor, run on the pixels, agrees
-    (sizes under, inside and over the processor's pixel bounds, and long thin ones)."""
+    """Encoding counts an image's tokens from its size (a file's header); the processor, run on the pixels,
+    agrees (sizes under, inside and over the processor's pixel bounds, and long thin ones)."""
     from PIL import Image
 
     path = tmp_path / "image.jpg"
     Image.new("RGB", size, (200, 30, 90)).save(path)
     processor = image_processor()
-    grid = processor(images=[Image.open(path).convert("RGB")], return_tensors="pt")["image_grid_thw"][0]
-    assert template.media.token_count(str(path)) == int(grid.prod()) // processor.merge_size ** 2
+    pixels = Image.open(path).convert("RGB")
+    grid = processor(images=[pixels], return_tensors="pt")["image_grid_thw"][0]
+    expected = int(grid.prod()) // processor.merge_size ** 2
+    assert template.media.token_count(str(path)) == expected
+    assert template.media.token_count(pixels) == expected  # decoded, as an API request brings it
 
 
 def test_the_text_around_an_image_encodes_as_without_it(template):

@@ -54,11 +54,10 @@ def vl_ctx(ctx, vl_chat):
 
 def _respond(ctx, text, uploads, history, kept):
     """The Chat tab's send handler run to its end: (message box, upload box, history, session images)."""
-    from tunesmith.infer.settings import GenerationSettings as Settings
     from tunesmith.webui.chat_tab import SETTINGS_PREFIX, _responder
     from tunesmith.webui.schema_fields import dataclass_fields, to_form_value
 
-    specs = dataclass_fields(Settings, SETTINGS_PREFIX)
+    specs = dataclass_fields(GenerationSettings, SETTINGS_PREFIX)
     values = [to_form_value(spec, getattr(SETTINGS, spec.name)) for spec in specs]
     return list(_responder(ctx, specs)(text, uploads, history, kept, "", *values))[-1]
 

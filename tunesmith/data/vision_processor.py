@@ -48,25 +48,26 @@ class QwenVisionMedia(ImageMedia):
         """Image tokens the model reads for an image (a file path, or decoded pixels as the API has them): its
         merged patches, as the processor grids them. Counts of files are remembered."""
         if not isinstance(image, str):
-            return self._count(image)
+            return self._count(image, image.size)
         if image not in self._counts:
-            self._counts[image] = self._count_file(image)
+            from PIL import Image
+
+            with Image.open(image) as opened:  # the header only: the grid depends on the image's size alone
+                size = opened.size
+            self._counts[image] = self._count(image, size)
         return self._counts[image]
 
-    def _count_file(self, path: str) -> int:
-        """The count from the file's header alone: the grid depends on the image's size only, so encoding
-        decodes no pixels (the collator makes them)."""
-        from PIL import Image
-
-        if not self.image_processor.do_resize:
-            return self._count(load_image(path))
-        with Image.open(path) as image:
-            width, height = image.size
-        return self.image_processor.get_number_of_image_patches(height, width) // self.image_processor.merge_size ** 2
-
-    def _count(self, pixels) -> int:
-        grid = self.image_processor(images=[pixels], return_tensors="pt")["image_grid_thw"][0]
-        return int(grid.prod()) // self.image_processor.merge_size ** 2
+    def _count(self, image, size: tuple[int, int]) -> int:
+        """Merged patches of an image of `size` (width, height), by the processor's own grid arithmetic, so
+        encoding decodes no pixels (the collator makes them); a processor that does not resize grids the
+        pixels as they are, so those are processed."""
+        processor = self.image_processor
+        if not processor.do_resize:
+            pixels = load_image(image) if isinstance(image, str) else image
+            return int(processor(images=[pixels], return_tensors="pt")["image_grid_thw"][0].prod()) // \
+                processor.merge_size ** 2
+        width, height = size
+        return processor.get_number_of_image_patches(height, width) // processor.merge_size ** 2
 
     def image_ids(self, image) -> list[int]:
         """The ids an `<image>` placeholder becomes for this image (a file path or decoded pixels)."""
