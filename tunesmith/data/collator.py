@@ -5,7 +5,8 @@ Packed rows (data/packing.py) also get `position_ids`, restarting per sample; th
 
 Every batch carries `target_index`: the flat positions (row * width + t) whose next token is trained, found
 here on the host so that the training step selects them on the device with index_select, where a boolean
-mask would make the host wait for the device to count them.
+mask would make the host wait for the device to count them. Likewise `token_index`, the flat positions of its
+real tokens: with it train/forward.py runs the decoder on those tokens alone, as one row (padding-free).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tunesmith.data.records import Encoded
 from tunesmith.data.template import IGNORE
 
 TARGET_INDEX = "target_index"
+TOKEN_INDEX = "token_index"
 
 
 def pad_batch(samples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
@@ -35,7 +37,7 @@ def pad_batch(samples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
             position_ids[row, :n] = torch.tensor(sample.meta.get(POSITION_IDS, range(n)))
             position_ids[row, n:] = torch.arange(width - n)
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
-             TARGET_INDEX: target_index(labels)}
+             TARGET_INDEX: target_index(labels), TOKEN_INDEX: attention_mask.reshape(-1).nonzero().squeeze(1)}
     if packed:
         batch["position_ids"] = position_ids
     return batch

@@ -5,7 +5,9 @@ entropy), dpo / kto sum them per reply, online stages (ppo, grpo) take them per 
 logits never exist whole: each chunk's logits are computed, reduced to one log-prob per token and dropped, and
 recomputed chunk by chunk in the backward pass (activation checkpointing of the head alone). With a 49k vocab
 and 2k target tokens that is 400 MB of float32 logits per copy (logits, softmax, their gradient) cut to a
-chunk's 64 MB, for one more forward matmul of the head at backward time.
+chunk's 16 MB, for one more forward matmul of the head at backward time. The chunk's backward is where a
+training step's memory peaks (every layer's activations are still held there, plus ~3 chunk-sized copies), so
+the chunk is kept small: 64 MB chunks put ~150 MB more on the quickstart's peak (bench/quickstart_memory.py).
 
 `LogpsModel` is the one module that computes them inside a forward call. A stage's model is wrapped in it
 before DDP / DeepSpeed / FSDP wrap the model, so their forward hooks (gradient sync, ZeRO-3 gathering of the
@@ -21,10 +23,10 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from tunesmith.data.collator import TARGET_INDEX
+from tunesmith.data.collator import TARGET_INDEX, TOKEN_INDEX
 from tunesmith.train.forward import MEDIA_KEYS, decoder_hidden
 
-LOGIT_ELEMENTS = 1 << 24  # logits alive at once: 16M float32 values (64 MB), e.g. 341 tokens of a 49k vocab
+LOGIT_ELEMENTS = 1 << 22  # logits alive at once: 4M float32 values (16 MB), e.g. 85 tokens of a 49k vocab
 
 
 def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: float | None = None,
@@ -92,11 +94,12 @@ class LogpsModel(torch.nn.Module):
             return getattr(self.backbone, name)
 
     def forward(self, input_ids, target_index=None, target_ids=None, attention_mask=None, position_ids=None,
-                temperature: float = 1.0, with_entropy: bool = False, **kwargs):
+                token_index=None, temperature: float = 1.0, with_entropy: bool = False, **kwargs):
         if target_index is None:  # called as the causal LM it wraps (generation, comparing logits after training)
             return self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                  **kwargs)
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, **kwargs}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                 TOKEN_INDEX: token_index, **kwargs}
         hidden = decoder_hidden(self.backbone, {key: value for key, value in batch.items() if value is not None})
         # Position t predicts token t + 1; target_index holds the flat positions (row * width + t) that do.
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_index)
@@ -134,5 +137,6 @@ def _logps_call(model, batch: dict[str, torch.Tensor], index: torch.Tensor, targ
     inner = getattr(model, "module", model)  # DDP, FSDP and DeepSpeed keep the wrapped module there
     if not isinstance(inner, LogpsModel):
         model = LogpsModel(model)
-    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids", *MEDIA_KEYS) if key in batch}
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids", TOKEN_INDEX, *MEDIA_KEYS)
+              if key in batch}
     return model(target_index=index, target_ids=target_ids, **inputs, **options)
