@@ -1,6 +1,6 @@
 """Packing: rows hold every sample once, within max_length, and the per-sample loss is the unpacked one, with
-the attention kinds CI runs on a CPU, packed rows as they are or flattened into one row (as flash attention
-gets them)."""
+the attention kinds CI runs on a CPU (sdpa, eager, and FlexAttention traced without its kernel compile), packed
+rows as they are or flattened into one row (as flash attention gets them)."""
 
 from __future__ import annotations
 
@@ -42,11 +42,11 @@ def test_rows_hold_every_sample_once_within_max_length():
     assert len(rows) <= 2 * real / 64 + 1  # best fit wastes less than half of every row
 
 
-def tiny_llama(attention: str):
+def tiny_llama(attention: str, layers: int = 2):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          attn_implementation=attention)
     return LlamaForCausalLM(config).eval()
@@ -62,18 +62,19 @@ def as_one_row(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {**flat, "target_index": batch["target_index"]}
 
 
-# flex_attention is left out: it compiles its kernel first, which did not finish within 10 minutes on the shared
-# 2-core CI machine.
-@pytest.mark.parametrize("layout", ["rows", "one row"])
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_per_sample_loss_with_packing_equals_without(attention, layout):
-    model = tiny_llama(attention)
+def check_packed_losses_equal_unpacked(model, layout: str, alone_in_one_batch: bool = False) -> None:
+    """Each sample's summed loss from packed rows (or those rows flattened) equals the loss of the sample
+    unpacked: each alone, or all in one right-padded batch with an attention mask."""
     samples = random_samples(12, seed=1)
     rows = pack_samples(samples, 96)
     assert len(rows) < len(samples)
     batch = pad_batch(rows, 0)  # padded rows: one batch, row-major
+    counts_of = lambda chosen: [sum(1 for label in s.labels[1:] if label != IGNORE) for s in chosen]  # noqa: E731
     with torch.no_grad():
-        alone = [per_token_losses(model, pad_batch([sample], 0)).sum() for sample in samples]
+        if alone_in_one_batch:
+            alone = [chunk.sum() for chunk in per_token_losses(model, pad_batch(samples, 0)).split(counts_of(samples))]
+        else:
+            alone = [per_token_losses(model, pad_batch([sample], 0)).sum() for sample in samples]
         packed_losses = per_token_losses(model, as_one_row(batch) if layout == "one row" else batch)
     # Split the packed per-token losses back into samples, in row order then sample order.
     order = []
@@ -81,10 +82,30 @@ def test_per_sample_loss_with_packing_equals_without(attention, layout):
         starts = [i for i, position in enumerate(row.meta[POSITION_IDS]) if position == 0]
         order += [next(s for s in samples if s.input_ids == row.input_ids[a : a + len(s.input_ids)]
                        and len(row.input_ids) >= a + len(s.input_ids)) for a in starts]
-    counts = [sum(1 for label in sample.labels[1:] if label != IGNORE) for sample in order]
-    packed = [chunk.sum() for chunk in packed_losses.split(counts)]
+    packed = [chunk.sum() for chunk in packed_losses.split(counts_of(order))]
     expected = [alone[next(i for i, s in enumerate(samples) if s is sample)] for sample in order]
     torch.testing.assert_close(torch.stack(packed), torch.stack(expected), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("layout", ["rows", "one row"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_per_sample_loss_with_packing_equals_without(attention, layout):
+    check_packed_losses_equal_unpacked(tiny_llama(attention), layout)
+
+
+def test_flex_attention_per_sample_loss_with_packing_equals_without(monkeypatch):
+    """FlexAttention's document mask, built by transformers from the position_ids. transformers compiles
+    flex_attention with inductor, which took over 10 minutes on the 2-core CI machine; here dynamo traces it into
+    its own eager backend instead (the same masks and scores, no kernel generated), one layer, and the unpacked
+    samples go as one padded batch, so few shapes are traced."""
+    from torch.nn.attention.flex_attention import flex_attention
+    from transformers.integrations import flex_attention as hf_flex
+
+    traced = torch.compile(flex_attention, backend="eager", fullgraph=True)
+    monkeypatch.setattr(hf_flex.WrappedFlexAttention, "__call__", lambda self: traced)
+    model = tiny_llama("flex_attention", layers=1)
+    for layout in ("rows", "one row"):
+        check_packed_losses_equal_unpacked(model, layout, alone_in_one_batch=True)
 
 
 def test_without_position_restart_samples_would_see_each_other():

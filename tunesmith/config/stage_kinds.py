@@ -136,6 +136,15 @@ class GrpoStageConfig(Group):
         "tokens are penalised linearly, down to -1 at max_new_tokens."
     )
     samples_per_step: int = Field(2, ge=0, description="Completions written to samples.jsonl each step.")
+    rollout_backend: Literal["hf", "vllm"] = Field(
+        "hf", description="What samples the completions. hf: the policy itself, with tunesmith's batched decoder "
+        "(CPU or GPU); vllm: a vLLM engine on the same GPU, in the same process (pip install 'tunesmith[vllm]'), "
+        "given the policy's weights (LoRA folded in) before each rollout, i.e. after every update."
+    )
+    vllm_gpu_memory: float = Field(
+        0.3, gt=0, lt=1, description="rollout_backend vllm: the share of the GPU's memory vLLM takes (weights "
+        "and KV cache); the rest is left to training."
+    )
 
     @model_validator(mode="after")
     def _check_rewards(self) -> "GrpoStageConfig":

@@ -27,14 +27,18 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def require_vllm(what: str, instead: str) -> None:
+    """A clear error when vllm is not installed: `what` needs it, `instead` is the way without it."""
+    if not vllm_available():
+        raise TunesmithError(f"{what} needs vllm on a GPU machine: pip install 'tunesmith[vllm]', or {instead}")
+
+
 class VllmEngine(Engine):
     backend = "vllm"
 
     def __init__(self, model_dir: str, template: ChatTemplate, adapter_dir: Path | None = None,
                  trust_remote_code: bool = False):
-        if not vllm_available():
-            raise TunesmithError("the vllm backend needs vllm on a GPU machine: pip install 'tunesmith[vllm]', "
-                                 "or use --backend hf")
+        require_vllm("the vllm backend", "use --backend hf")
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
@@ -72,23 +76,29 @@ class VllmEngine(Engine):
         return results
 
     def _sampling_params(self, request: DecodeRequest):
-        from vllm import SamplingParams
-
-        settings: GenerationSettings = request.settings
         room = self.max_context - len(request.prompt_ids)
-        return SamplingParams(
-            max_tokens=max(1, min(settings.max_new_tokens, room)),
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            top_k=settings.top_k or -1,
-            repetition_penalty=settings.repetition_penalty,
-            presence_penalty=settings.presence_penalty,
-            frequency_penalty=settings.frequency_penalty,
-            stop=list(settings.stop) or None,
-            stop_token_ids=self.template.stop_token_ids(),
-            seed=settings.seed,
-            skip_special_tokens=True,
-        )
+        return sampling_params(request.settings, min(request.settings.max_new_tokens, room),
+                               self.template.stop_token_ids())
+
+
+def sampling_params(settings: GenerationSettings, max_tokens: int, stop_token_ids: list[int]):
+    """vLLM's SamplingParams for our settings: one request, one completion, its own seed."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=1,
+        max_tokens=max(1, max_tokens),
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k or -1,
+        repetition_penalty=settings.repetition_penalty,
+        presence_penalty=settings.presence_penalty,
+        frequency_penalty=settings.frequency_penalty,
+        stop=list(settings.stop) or None,
+        stop_token_ids=list(stop_token_ids),
+        seed=settings.seed,
+        skip_special_tokens=True,
+    )
 
 
 def _adapter_rank(adapter_dir: Path) -> int:

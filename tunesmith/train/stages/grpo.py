@@ -34,6 +34,7 @@ class GrpoStage(Stage):
     def __init__(self, config=None):
         super().__init__(config)
         self.rewards, self.reference, self.template, self.seed, self.samples_path = [], None, None, 0, None
+        self.sampler = rollouts.HfRollout()
 
     @property
     def updates_per_window(self) -> int:
@@ -65,6 +66,10 @@ class GrpoStage(Stage):
         """Load the reward functions (a user's file runs now) and check the data has the columns they need,
         before the model loads."""
         check_online_engine(self.name, config)
+        if self.config.rollout_backend == "vllm":
+            from tunesmith.infer.vllm_engine import require_vllm
+
+            require_vllm("stage.rollout_backend vllm", "set stage.rollout_backend hf")
         if any(Path(spec).is_dir() for spec in self.config.reward_funcs):  # an rm run folder
             refuse_rm_under_zero3("stage.reward_funcs", config)
         self.rewards = build_rewards(self.config, self.config.sampling.max_new_tokens, self._rm_scorer(config))
@@ -87,6 +92,8 @@ class GrpoStage(Stage):
             self.check(config, data)
         self.template = ChatTemplate(load_tokenizer(config.model), config.model.template)
         self.seed, self.samples_path = config.train.seed, Path(config.train.output_dir) / SAMPLES_FILE
+        if self.config.rollout_backend == "vllm":
+            self.sampler = self._vllm_sampler(model, config)
         if self.config.beta:  # beta 0: no reference model at all
             self.reference = Reference(model, reference_settings(config)).to(device)
         for reward in self.rewards:
@@ -102,6 +109,7 @@ class GrpoStage(Stage):
         was_training = policy.training
         policy.eval()
         with whole_weights(model):
+            self.sampler.sync(policy.backbone)  # the causal LM inside LogpsModel, under its own names
             generated = [self._rollout(policy, batch, step) for batch in batches]
         local = {"rewards": torch.cat([r.pop("rewards") for r in generated]),
                  "truncated": torch.cat([r.pop("truncated") for r in generated]).float(),
@@ -122,8 +130,8 @@ class GrpoStage(Stage):
 
     def _rollout(self, policy, batch: dict, step) -> dict:
         grpo, tokenizer = self.config, self.template.tokenizer
-        results = rollouts.sample_completions(policy, tokenizer, batch["prompt_ids"], batch["index"], grpo.sampling,
-                                              grpo.num_generations, self.seed, step, self.template.stop_token_ids())
+        results = self.sampler.sample(policy, tokenizer, batch["prompt_ids"], batch["index"], grpo.sampling,
+                                      grpo.num_generations, self.seed, step, self.template.stop_token_ids())
         group = grpo.num_generations
         prompts = [p for p in batch["prompts"] for _ in range(group)]
         names = dict.fromkeys(key for c in batch["columns"] for key in c)  # rows of mixed datasets differ
@@ -183,6 +191,7 @@ class GrpoStage(Stage):
         prompts_per_batch = max(1, self.stream_batch_size(batch_size))
         totals, per_function = [], {}
         with whole_weights(model):
+            self.sampler.sync(policy.backbone)  # the causal LM inside LogpsModel, under its own names
             for start in range(0, len(samples), prompts_per_batch):
                 rollout = self._rollout(policy, self.collate(samples[start:start + prompts_per_batch], 0), "eval")
                 totals.append(rollout["rewards"])
@@ -209,6 +218,17 @@ class GrpoStage(Stage):
         with self.samples_path.open("a", encoding="utf-8") as file:
             for prompt, text in list(zip(rollout["prompts"], rollout["texts"]))[:count]:
                 file.write(json.dumps({"step": step + 1, "prompt": prompt[-1]["content"], "completion": text}) + "\n")
+
+    def _vllm_sampler(self, model, config):
+        """A vLLM engine beside the policy, started from the same checkpoint; prompts plus replies fit its context."""
+        from tunesmith.model.load import resolve_source
+        from tunesmith.train.stages.vllm_rollout import VllmRollout
+
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        processes = torch.distributed.get_world_size() if distributed else 1
+        return VllmRollout(model, str(resolve_source(config.model).location),
+                           config.data.max_length + self.config.sampling.max_new_tokens, self.config.vllm_gpu_memory,
+                           config.train.seed, processes)
 
     def _rm_scorer(self, config):
         """Turns an rm run folder into a reward function over completion ids (see grpo_rm)."""

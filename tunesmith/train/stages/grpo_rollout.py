@@ -1,6 +1,6 @@
 """Online rollouts (grpo, and ppo with one reply per prompt): completions from the inference engine's batched
-decoder, laid out as tensors. `sample_completions` is the one place training generates: a faster backend (vLLM)
-plugs in there.
+decoder, laid out as tensors. A rollout backend has `sync(policy)` (called before each rollout, after the updates)
+and `sample(...)`: HfRollout here samples from the policy itself; vllm_rollout.VllmRollout is the GPU one.
 
 Each completion samples from its own random stream, seeded from (run seed, step, prompt index, generation
 index): a resumed run and a run split over any number of processes draw exactly the same completions.
@@ -30,6 +30,17 @@ def sample_completions(policy, tokenizer, prompts: list[list[int]], indexes: lis
     requests = [DecodeRequest(ids, GenerationSettings(**settings, seed=generation_seed(seed, step, index, g)))
                 for ids, index in zip(prompts, indexes) for g in range(group)]
     return decode_batch(policy, tokenizer, requests, stop_ids, max_context=None)
+
+
+class HfRollout:
+    """Samples from the policy itself, so there are no weights to sync."""
+
+    def sync(self, policy) -> None:
+        pass
+
+    def sample(self, policy, tokenizer, prompts: list[list[int]], indexes: list[int], sampling, group: int,
+               seed: int, step: int | str, stop_ids: list[int]) -> list:
+        return sample_completions(policy, tokenizer, prompts, indexes, sampling, group, seed, step, stop_ids)
 
 
 def completion_batch(prompts: list[list[int]], completions: list[list[int]], group: int, pad_id: int) -> dict:
