@@ -21,6 +21,7 @@ glibc reads them at process start, so they belong in the launch command, not in 
 variants pack samples into rows with each framework's own packing: tunesmith's `data.packing`, LLaMA-Factory's
 `packing: true` with `neat_packing: true` (samples kept apart by the attention mask, as tunesmith's are).
 Best against best is `tunesmith+packing+malloc` against `llamafactory+packing+malloc`.
+bench/flop_ceiling.py gives the ceiling of that ratio from arithmetic alone (the head at non-target positions).
 """
 
 from __future__ import annotations
