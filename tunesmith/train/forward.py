@@ -104,13 +104,15 @@ def hidden_states(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def decoder_hidden(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The causal LM's last hidden states for a batch ([rows, width, h], or [1, rows * width, h] for packed rows
     flattened for flash attention). A vision-language batch runs the vision tower and projector before the decoder."""
-    if runs_padding_free(batch, model.config):
+    # `model` may be a distributed wrapper (DeepSpeed's engine has a `config` of its own): the model's config
+    config = getattr(model, "module", model).config
+    if runs_padding_free(batch, config):
         hidden = model.get_decoder()(**padding_free_inputs(batch), use_cache=False).last_hidden_state[0]
         rows, width = batch["input_ids"].shape
         # Back in the [rows, width] layout (zeros on padding): index_copy passes gradients to the real tokens only.
         return hidden.new_zeros(rows * width, hidden.shape[-1]).index_copy(0, batch[TOKEN_INDEX], hidden) \
             .view(rows, width, -1)
-    inputs = model_inputs(batch, model.config)
+    inputs = model_inputs(batch, config)
     if not any(key in batch for key in MEDIA_KEYS):  # LLaVA marks no token types: its pixels say it
         return model.get_decoder()(**inputs, use_cache=False).last_hidden_state
     from tunesmith.model.vision import multimodal_body, packed_position_ids

@@ -39,7 +39,8 @@ def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: fl
     chunk_tokens = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)
     recompute = torch.is_grad_enabled() and (hidden.requires_grad or _trains(head))
     pieces = []
-    for start in range(0, hidden.shape[0], chunk_tokens):
+    for chunk in range(_chunk_count(head, hidden, chunk_tokens)):
+        start = chunk * chunk_tokens  # past this rank's own tokens (see _chunk_count) a chunk is empty
         piece = (hidden[start:start + chunk_tokens], targets[start:start + chunk_tokens])
         if recompute:
             pieces.append(torch.utils.checkpoint.checkpoint(_logps, head, softcap, temperature, with_entropy, *piece,
@@ -52,6 +53,23 @@ def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: fl
     if with_entropy:
         return torch.cat([logps for logps, _ in pieces]), torch.cat([entropy for _, entropy in pieces])
     return torch.cat(pieces)
+
+
+def _chunk_count(head, hidden: torch.Tensor, chunk_tokens: int) -> int:
+    """How many chunks to run: enough for this rank's tokens, and under ZeRO-3 the most any rank needs.
+
+    ZeRO-3 gathers the head's partitioned weight in every call of the head (and again in each chunk's recomputed
+    backward), a collective that all ranks must make equally often: ranks with different token counts would
+    otherwise wait on each other forever. The ranks with fewer chunks run empty ones.
+    """
+    import torch.distributed as dist
+
+    count = -(-hidden.shape[0] // chunk_tokens)
+    if dist.is_available() and dist.is_initialized() and any(hasattr(p, "ds_id") for p in head.parameters()):
+        most = torch.tensor([count], device=hidden.device)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        count = int(most)
+    return count
 
 
 def _logps(head, softcap: float | None, temperature: float, with_entropy: bool, hidden: torch.Tensor,
