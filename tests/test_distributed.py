@@ -6,6 +6,8 @@ configs pass DeepSpeed's own validation; FSDP is refused on CPU for the reason a
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -24,9 +26,18 @@ def train_process(tmp_path, config: dict, *overrides: str) -> list[dict]:
     """Run `python -m tunesmith train` in a fresh process (as a user would) and return its metrics."""
     path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.yaml"
     path.write_text(yaml.safe_dump(config))
-    done = subprocess.run([sys.executable, "-m", "tunesmith", "train", str(path), *overrides],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # Its own process group: a run that hangs is killed with its workers (they would hold ports and cores).
+    process = subprocess.Popen([sys.executable, "-m", "tunesmith", "train", str(path), *overrides],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        pytest.fail(f"the run hung for 600 s: {stderr[-3000:]}")
+    # the ranks' own errors first: the launcher's traceback after them is the same every time
+    rank_errors = [line for line in stderr.splitlines() if line.startswith("[rank") and "Error" in line]
+    assert process.returncode == 0, "\n".join(rank_errors[-10:]) + "\n" + stderr[-3000:]
     out = config["train"]["output_dir"]
     for item in overrides:
         if item.startswith("train.output_dir="):
@@ -422,7 +433,10 @@ def test_stage_under_zero3_matches_one_process_with_the_same_global_batch(tmp_pa
     for record, reference in zip(records, expected):
         assert record.keys() == reference.keys()
         for key in reference.keys() - UNCOMPARED:
-            # abs: dpo's first rewards and margins are float noise around 0 (the policy equals its reference).
-            assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=1e-6), (record["step"], key)
+            # abs: dpo's first rewards and margins are float noise around 0 (the policy equals its reference);
+            # kto's kl is a difference of reply log-prob sums in the tens, which one process (4 samples, one
+            # padding-free row) and two (2 samples each) add up in different orders: ~1e-5 apart in float32.
+            tolerance = 1e-4 if key == "kl" else 1e-6
+            assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=tolerance), (record["step"], key)
     weights = ("model.safetensors", "value_head.safetensors") if stage == "rm" else ("model.safetensors",)
     assert_same_weights(tmp_path / "one", tmp_path / "two", weights)
