@@ -62,9 +62,9 @@ def as_one_row(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {**flat, "target_index": batch["target_index"]}
 
 
-def check_packed_losses_equal_unpacked(model, layout: str, alone_in_one_batch: bool = False) -> None:
-    """Each sample's summed loss from packed rows (or those rows flattened) equals the loss of the sample
-    unpacked: each alone, or all in one right-padded batch with an attention mask."""
+def packed_and_unpacked_losses(model, layout: str, alone_in_one_batch: bool = False):
+    """([samples] each sample's summed loss from packed rows (or those rows flattened), [samples] the loss of the
+    same sample unpacked: each alone, or all in one right-padded batch with an attention mask)."""
     samples = random_samples(12, seed=1)
     rows = pack_samples(samples, 96)
     assert len(rows) < len(samples)
@@ -84,13 +84,14 @@ def check_packed_losses_equal_unpacked(model, layout: str, alone_in_one_batch: b
                        and len(row.input_ids) >= a + len(s.input_ids)) for a in starts]
     packed = [chunk.sum() for chunk in packed_losses.split(counts_of(order))]
     expected = [alone[next(i for i, s in enumerate(samples) if s is sample)] for sample in order]
-    torch.testing.assert_close(torch.stack(packed), torch.stack(expected), rtol=1e-5, atol=0)
+    return torch.stack(packed), torch.stack(expected)
 
 
 @pytest.mark.parametrize("layout", ["rows", "one row"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_per_sample_loss_with_packing_equals_without(attention, layout):
-    check_packed_losses_equal_unpacked(tiny_llama(attention), layout)
+    packed, unpacked = packed_and_unpacked_losses(tiny_llama(attention), layout)
+    torch.testing.assert_close(packed, unpacked, rtol=1e-5, atol=0)
 
 
 def test_flex_attention_per_sample_loss_with_packing_equals_without(monkeypatch):
@@ -105,7 +106,8 @@ def test_flex_attention_per_sample_loss_with_packing_equals_without(monkeypatch)
     monkeypatch.setattr(hf_flex.WrappedFlexAttention, "__call__", lambda self: traced)
     model = tiny_llama("flex_attention", layers=1)
     for layout in ("rows", "one row"):
-        check_packed_losses_equal_unpacked(model, layout, alone_in_one_batch=True)
+        packed, unpacked = packed_and_unpacked_losses(model, layout, alone_in_one_batch=True)
+        torch.testing.assert_close(packed, unpacked, rtol=1e-5, atol=0)
 
 
 def test_without_position_restart_samples_would_see_each_other():
