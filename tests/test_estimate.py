@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import weakref
 
 import pytest
 import torch
@@ -99,20 +100,28 @@ def test_4bit_weights_match_what_bitsandbytes_stores(tmp_path):
 
 
 def saved_activation_bytes(model, ids: torch.Tensor, mask: torch.Tensor, autocast) -> int:
-    """Bytes of the distinct tensors autograd saves in the decoder and the output head (parameters aside)."""
+    """Bytes of the distinct tensors autograd saves in the decoder and the output head (parameters aside) that
+    are still alive once the forward is done."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages = {}
+    saved = []
 
     def keep(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            storages[storage.data_ptr()] = storage.nbytes()
+        # Only a weak reference: peft's DoRA builds graph branches that the forward then drops, freeing what
+        # they saved, and the allocator hands that memory to later tensors. Counting addresses as they are
+        # saved miscounted either way, by run; counting what is alive at the end is what the estimate means.
+        saved.append(weakref.ref(tensor))
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), \
             torch.autocast("cpu", dtype=autocast or torch.float32, enabled=autocast is not None):
         hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        model.get_output_embeddings()(hidden)
+        logits = model.get_output_embeddings()(hidden)
+        storages = {}
+        for ref in saved:
+            tensor = ref()
+            if tensor is not None and tensor.untyped_storage().data_ptr() not in params:
+                storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    del logits
     return sum(storages.values())
 
 
@@ -122,6 +131,7 @@ def saved_activation_bytes(model, ids: torch.Tensor, mask: torch.Tensor, autocas
     ({"kind": "lora", "rank": 8}, "float32"),
     ({"kind": "lora", "rank": 8, "targets": ["q_proj", "v_proj"], "dropout": 0.1}, "float32"),
     ({"kind": "lora", "rank": 8, "dora": True}, "float32"),
+    ({"kind": "lora", "rank": 8, "dora": True, "dropout": 0.1}, "float32"),  # DoRA computes the base output anew
     ({"kind": "freeze", "layers": 1}, "float32"),
 ])
 def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
@@ -140,7 +150,7 @@ def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
     estimate = estimate_memory(config)
     plan = training_plan(config, "cpu")
     model = apply_method(LlamaForCausalLM.from_pretrained(tmp_path / "model", dtype=plan.load_dtype),
-                         parse_method(method))
+                         parse_method(method)).train()  # as training runs it: dropout on, peft's DoRA caching nothing
     keep_trainable_in_master(model, plan)
     ids = torch.randint(0, SHAPE["vocab_size"], (2, 32))
     mask = torch.ones_like(ids)
@@ -155,10 +165,7 @@ def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
     assert estimate.gradients == sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
     states = [t for state in optimizer.state.values() for key, t in state.items() if key != "step"]
     assert estimate.optimizer == sum(t.nbytes for t in states)
-    # DoRA's measured saved tensors varied between whole-suite runs (1.19 MB and 1.31 MB for this very
-    # config), depending on what peft had cached; the other methods measure the same every run.
-    tolerance = 0.12 if method.get("dora") else 0.05
-    assert estimate.activations == pytest.approx(activations, rel=tolerance)
+    assert estimate.activations == pytest.approx(activations, rel=0.05)
 
 
 def test_estimate_command_prints_counts_and_peak(config_only_dir, tmp_path, capsys):

@@ -12,7 +12,7 @@ a = heads, R = bytes of the weights' dtype (the residual stream), E = bytes of t
                        + R h        gate/up input, when one of them trains or carries LoRA
   each LoRA module       E r        the down-projection's output;   + E in  a copy of the input when dropout
                                     is on or the adapter's dtype differs from the input's (+ in for the
-                                    dropout mask);   DoRA: + 3 E out  (base and LoRA outputs it rescales)
+                                    dropout mask);   DoRA: + 2 E out  (base and LoRA outputs it rescales)
 
 Layers before the first one with anything to train keep nothing (no gradient flows there). With gradient
 checkpointing each layer keeps only its input (R h) and one layer's activations are rebuilt at a time.
@@ -131,7 +131,7 @@ def _lora_bytes(module, e: int, r: int) -> float:
     copies_input = dropout or lora_a.weight.element_size() != r
     total = e * lora_a.out_features + (e * lora_a.in_features) * copies_input + lora_a.in_features * dropout
     if module.use_dora.get(adapter, False):
-        total += 3 * e * module.lora_B[adapter].out_features
+        total += 2 * e * module.lora_B[adapter].out_features
     return total
 
 
