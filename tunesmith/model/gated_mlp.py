@@ -34,12 +34,20 @@ class _ActTimesUp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         gate, up = ctx.saved_tensors
+        if _is_silu(ctx.act):  # as many tensors allocated as autograd's own backward, and one elementwise pass more
+            grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
+            return grad_gate, torch.nn.functional.silu(gate).mul_(grad), None
         with torch.enable_grad():
             leaf = gate.detach().requires_grad_(True)
             activated = ctx.act(leaf)
-        grad_up = grad * activated.detach() if ctx.needs_input_grad[1] else None
-        grad_gate = torch.autograd.grad(activated, leaf, grad * up)[0] if ctx.needs_input_grad[0] else None
-        return grad_gate, grad_up, None
+        grad_up = grad * activated.detach()
+        return torch.autograd.grad(activated, leaf, grad * up)[0], grad_up, None
+
+
+def _is_silu(act) -> bool:
+    cls = type(act)
+    return isinstance(act, torch.nn.SiLU) or (cls.__name__, cls.__module__) == ("SiLUActivation",
+                                                                                "transformers.activations")
 
 
 def is_gated_mlp(module) -> bool:
