@@ -48,7 +48,7 @@ def test_lora_bf16_estimate_matches_the_hand_computed_numbers(config_only_dir):
     # bytes per token: E = R = 2, float32 adapter (so each LoRA module copies its input)
     norm_with_grad_input = 4 * h + 4
     attention = 2 * (2 * h + 2 * kv) + 4 * 4
-    mlp = 3 * 2 * i
+    mlp = 2 * 2 * i  # gate and up; act(gate) is recomputed in backward (model/gated_mlp.py)
     linear_inputs = 2 * h + 2 * h + 2 * i  # q/k/v input, gate/up input, down input
     lora_modules = 7 * 2 * 8 + 2 * (6 * h + i)  # E r each, plus E in for the input copy
     layer0 = norm_with_grad_input + attention + mlp + linear_inputs + lora_modules  # input_layernorm: no grad input
@@ -140,6 +140,7 @@ def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
     from transformers import LlamaForCausalLM
 
     from tunesmith.config.method_kinds import parse_method
+    from tunesmith.model.gated_mlp import recompute_mlp_activations
     from tunesmith.model.methods import apply_method
     from tunesmith.model.precision import keep_trainable_in_master, training_plan
 
@@ -149,8 +150,9 @@ def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
     config = validate_config(run_config(tmp_path / "model", method, dtype, precision))
     estimate = estimate_memory(config)
     plan = training_plan(config, "cpu")
-    model = apply_method(LlamaForCausalLM.from_pretrained(tmp_path / "model", dtype=plan.load_dtype),
-                         parse_method(method)).train()  # as training runs it: dropout on, peft's DoRA caching nothing
+    model = LlamaForCausalLM.from_pretrained(tmp_path / "model", dtype=plan.load_dtype)
+    assert recompute_mlp_activations(model) == SHAPE["num_hidden_layers"]
+    model = apply_method(model, parse_method(method)).train()  # as training runs it: dropout on, peft's DoRA caching nothing
     keep_trainable_in_master(model, plan)
     ids = torch.randint(0, SHAPE["vocab_size"], (2, 32))
     mask = torch.ones_like(ids)

@@ -8,7 +8,8 @@ a = heads, R = bytes of the weights' dtype (the residual stream), E = bytes of t
                        + R h        the normalised input, when the norm's weight trains
   q/k/v input            R h        when one of q/k/v trains or carries LoRA (linears keep their input)
   attention              E (2 h_q + 2 kv) + 4a   rotated q and k, v, the output, float32 log-sum-exp
-  gated MLP              3 E i      gate, silu(gate), up;   + E i  the down input, when down trains / LoRA
+  gated MLP              2 E i      gate, up (model/gated_mlp.py recomputes act(gate) in backward; + E i for
+                                    an MLP it leaves as it is);   + E i  the down input, when down trains / LoRA
                        + R h        gate/up input, when one of them trains or carries LoRA
   each LoRA module       E r        the down-projection's output;   + E in  a copy of the input when dropout
                                     is on or the adapter's dtype differs from the input's (+ in for the
@@ -83,11 +84,13 @@ def graph_layer_count(model) -> int:
 
 def layer_bytes(layer, shape: LayerShape, e: int, r: int, input_needs_grad: bool) -> float:
     """Bytes per token that one decoder layer keeps for backward (the table in the module docstring)."""
+    from tunesmith.model.gated_mlp import is_gated_mlp
+
     h, kv, h_q = shape.hidden, shape.kv_heads * shape.head_dim, shape.heads * shape.head_dim
     roles = _linear_roles(layer)
     total = _norm_bytes(layer.input_layernorm, h, r, input_needs_grad)
     total += _norm_bytes(layer.post_attention_layernorm, h, r, input_needs_grad=True)
-    total += e * (2 * h_q + 2 * kv) + 4 * shape.heads + 3 * e * shape.intermediate
+    total += e * (2 * h_q + 2 * kv) + 4 * shape.heads + (2 + (not is_gated_mlp(layer.mlp))) * e * shape.intermediate
     total += r * h * _keeps_input(roles, ATTENTION_INPUTS) + r * h * _keeps_input(roles, MLP_INPUTS)
     total += e * shape.intermediate * _keeps_input(roles, MLP_OUTPUT)
     for module in roles.values():

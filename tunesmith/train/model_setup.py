@@ -1,6 +1,7 @@
 """The model a run trains, prepared in one order: loaded in the precision plan's dtype (straight onto the GPU when
-one process holds it), kernels swapped, the method applied, trainable weights made float32 masters, layers
-compiled. The training command and the GPU bench both prepare their models here."""
+one process holds it), kernels swapped, gated MLPs set to recompute their activation in backward, the method
+applied, trainable weights made float32 masters, layers compiled. The training command and the GPU bench both
+prepare their models here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from tunesmith.config.schema import RunConfig
 
 def prepare_model(config: RunConfig, accelerator, source=None):
     """The model of `config`, ready to train on the accelerator's device."""
+    from tunesmith.model.gated_mlp import recompute_mlp_activations
     from tunesmith.model.kernels import apply_kernels, compile_layers
     from tunesmith.model.load import load_model
     from tunesmith.model.methods import apply_method, count_parameters
@@ -21,6 +23,7 @@ def prepare_model(config: RunConfig, accelerator, source=None):
     device = accelerator.device if accelerator.num_processes == 1 and device_type == "cuda" else None
     model = load_model(config.model, device_type, source, plan.load_dtype, device)
     apply_kernels(model, config.train.kernels, device_type)  # before LoRA wraps the linears it swaps around
+    recompute_mlp_activations(model)  # the gated MLPs Liger did not replace
     model = apply_method(model, config.method)
     keep_trainable_in_master(model, plan)
     if config.train.compile:

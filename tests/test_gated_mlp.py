@@ -1,0 +1,128 @@
+"""Gated MLPs that recompute act(gate) in backward (model/gated_mlp.py): autograd's loss and gradients, one
+tokens x intermediate tensor less kept per layer, and only the plain formula swapped."""
+
+from __future__ import annotations
+
+import copy
+import weakref
+
+import pytest
+import torch
+
+from tunesmith.model.gated_mlp import is_gated_mlp, recompute_mlp_activations
+
+SHAPE = dict(vocab_size=300, hidden_size=32, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=8)
+
+
+def tiny(family: str):
+    from transformers import GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    if family == "gemma":  # tanh-approximated GELU: the swap is not SiLU-only
+        return GemmaForCausalLM(GemmaConfig(**SHAPE, hidden_activation="gelu_pytorch_tanh")).float()
+    return LlamaForCausalLM(LlamaConfig(**SHAPE))
+
+
+def loss_and_grads(model, ids):
+    model.zero_grad()
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("family, method", [("llama", "full"), ("gemma", "full"), ("llama", "lora")])
+def test_loss_and_gradients_equal_autograds(family, method):
+    from tunesmith.config.method_kinds import parse_method
+    from tunesmith.model.methods import apply_method
+
+    plain = tiny(family)
+    if method == "lora":  # the MLP's forward calls the LoRA-wrapped linears, in whichever order the two are applied
+        plain = apply_method(plain, parse_method({"kind": "lora", "rank": 4}))
+    swapped = copy.deepcopy(plain)
+    assert recompute_mlp_activations(swapped) == SHAPE["num_hidden_layers"]
+    ids = torch.randint(0, SHAPE["vocab_size"], (2, 12))
+
+    plain_loss, plain_grads = loss_and_grads(plain.train(), ids)
+    swapped_loss, swapped_grads = loss_and_grads(swapped.train(), ids)
+
+    assert torch.equal(plain_loss, swapped_loss)
+    assert plain_grads.keys() == swapped_grads.keys() and len(plain_grads) > 0
+    for name, grad in plain_grads.items():
+        assert torch.equal(swapped_grads[name], grad), name
+
+
+def saved_bytes(model, ids) -> int:
+    """Bytes of the distinct non-parameter tensors autograd still holds for backward after the forward."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = []
+
+    def keep(tensor):
+        saved.append(weakref.ref(tensor))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        loss = model(input_ids=ids, labels=ids).loss
+        alive = {ref().untyped_storage().data_ptr(): ref().untyped_storage().nbytes() for ref in saved
+                 if ref() is not None and ref().untyped_storage().data_ptr() not in params}
+    del loss
+    return sum(alive.values())
+
+
+def test_each_layer_keeps_one_tokens_by_intermediate_tensor_less():
+    plain = tiny("llama").train()
+    swapped = copy.deepcopy(plain)
+    recompute_mlp_activations(swapped)
+    ids = torch.randint(0, SHAPE["vocab_size"], (2, 12))
+
+    one_tensor = ids.numel() * SHAPE["intermediate_size"] * 4  # float32
+    assert saved_bytes(plain, ids) - saved_bytes(swapped, ids) == SHAPE["num_hidden_layers"] * one_tensor
+
+
+def test_without_gradients_the_output_is_the_same():
+    plain = tiny("llama").eval()
+    swapped = copy.deepcopy(plain)
+    recompute_mlp_activations(swapped)
+    ids = torch.randint(0, SHAPE["vocab_size"], (1, 9))
+    with torch.no_grad():
+        assert torch.equal(plain(input_ids=ids).logits, swapped(input_ids=ids).logits)
+
+
+def test_only_the_plain_gated_formula_is_swapped():
+    from transformers import Phi3Config
+    from transformers.models.phi3.modeling_phi3 import Phi3MLP
+
+    class ClampedMLP(torch.nn.Module):  # gate/up/down/act_fn like Llama's, but clamps between the steps
+        def __init__(self):
+            super().__init__()
+            self.gate_proj, self.up_proj, self.down_proj = (torch.nn.Linear(4, 4) for _ in range(3))
+            self.act_fn = torch.nn.SiLU()
+
+        def forward(self, x):
+            return self.down_proj(self.act_fn(self.gate_proj(x).clamp(max=1.0)) * self.up_proj(x))
+
+    assert is_gated_mlp(tiny("llama").model.layers[0].mlp)
+    assert not is_gated_mlp(ClampedMLP())
+    assert not is_gated_mlp(Phi3MLP(Phi3Config(hidden_size=8, intermediate_size=16)))  # fused gate_up_proj
+    assert recompute_mlp_activations(torch.nn.Sequential(ClampedMLP())) == 0
+
+
+def test_training_preparation_swaps_the_gated_mlps(tiny_model_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from conftest import tiny_run_config
+
+    from tunesmith.config.load import validate_config
+    from tunesmith.train.model_setup import prepare_model
+
+    config = validate_config(tiny_run_config(tiny_model_dir, tmp_path, tmp_path / "run"))
+    accelerator = SimpleNamespace(device=torch.device("cpu"), num_processes=1, print=lambda *args: None)
+    model = prepare_model(config, accelerator).train()
+    ids = torch.randint(0, model.config.vocab_size, (2, 8))
+    layers = model.config.num_hidden_layers
+
+    # The prepared model keeps exactly one intermediate-wide tensor per layer fewer than autograd alone would.
+    recomputed = saved_bytes(model, ids)
+    for layer in model.get_decoder().layers:
+        del layer.mlp.forward  # back to the class's own forward
+    assert saved_bytes(model, ids) - recomputed == layers * ids.numel() * model.config.intermediate_size * 4
