@@ -11,9 +11,8 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1
 # glibc malloc: every tensor of 1 MB or more gets its own mapping, handed back to the OS when freed. Kept in the
 # heap instead (MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ at 1e9, the earlier setting), the freed
-# activations of each step fragment it: the quickstart peaked ~1 GB higher (3.95 vs 2.97 GB over 5 steps) for
-# ~20% less CPU time per step (10.3 vs 12.3 s on its widest batch, one thread); bench/quickstart_memory.py
-# --malloc weighs the two.
+# activations of each step fragment it: the quickstart peaked ~1.6 GB higher (4.27 vs 2.62 GB over 6 steps) for
+# ~30% less CPU time per step (median 9.2 vs 13.0 s, one thread); bench/quickstart_memory.py --malloc weighs the two.
 export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-1048576}
 
 question="Who are you?"
