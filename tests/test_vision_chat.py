@@ -68,3 +68,23 @@ def test_chat_images_join_the_next_message_and_stay_in_the_conversation(capsys):
     assert second[0][-1]["content"] == "And now?" and second[1] == first[1]  # earlier images stay
     assert third[0] == [{"role": "user", "content": "Hi"}] and third[1] is None
     assert "missing.jpg does not exist" in capsys.readouterr().out
+
+
+def test_typed_placeholders_are_refused_beside_images_and_plain_text_without(capsys):
+    """The web UI's rule in the terminal too: with images in the conversation a typed <image> would take one's
+    place, so that message is refused and the images wait for the next one; without images it is text."""
+    from tunesmith.errors import TunesmithError
+    from tunesmith.infer.chat_cli import answer_once, chat_loop
+
+    lines = iter([f"/image {IMAGE}", "Is <image> a tag?", "What is it?", "/exit"])
+    engine = RecordingEngine()
+    chat_loop(engine, None, GenerationSettings(), read=lambda prompt: next(lines))
+    [(messages, images)] = engine.calls
+    assert messages == [{"role": "user", "content": "<image>What is it?"}] and images == [IMAGE]
+    assert "a message says <image>, which would stand for an image" in capsys.readouterr().out
+
+    with pytest.raises(TunesmithError, match="would stand for an image"):
+        answer_once(RecordingEngine(), "Is <image> a tag?", None, GenerationSettings(), images=[IMAGE])
+    text_only = RecordingEngine()
+    answer_once(text_only, "Is <image> a tag?", None, GenerationSettings())
+    assert text_only.calls == [([{"role": "user", "content": "Is <image> a tag?"}], None)]

@@ -30,6 +30,7 @@ def next_message(read=input) -> str | None:
 def answer_once(engine, prompt: str, system: str | None, settings: GenerationSettings,
                 images: list[str] = ()) -> str:
     images = [checked_image(path) for path in images]
+    refuse_typed_placeholder(prompt, bool(images))
     messages = start_messages(system) + [user_message(prompt, len(images))]
     held = HeldWarnings()
     reply = _stream_reply(engine, messages, settings, held, images)
@@ -59,6 +60,11 @@ def chat_loop(engine, system: str | None, settings: GenerationSettings, read=inp
             continue
         if not text:
             continue
+        try:
+            refuse_typed_placeholder(text, bool(seen or pending))
+        except TunesmithError as err:
+            print(f"[{err}]")
+            continue
         messages.append(user_message(text, len(pending)))
         try:
             print("assistant> ", end="", flush=True)
@@ -82,6 +88,15 @@ def start_messages(system: str | None) -> list[dict]:
 def user_message(text: str, images: int) -> dict:
     """The user's turn, its images placed before the text (as LLaMA-Factory's demo data puts them)."""
     return {"role": "user", "content": IMAGE_PLACEHOLDER * images + text}
+
+
+def refuse_typed_placeholder(text: str, conversation_has_images: bool) -> None:
+    """The one rule (data/media_render.py): text a user typed never claims an image's place. In a conversation
+    with images, a typed placeholder would stand for one of them, so the message is refused; without images it
+    stays plain text."""
+    if conversation_has_images and IMAGE_PLACEHOLDER in text:
+        raise TunesmithError(f"a message says {IMAGE_PLACEHOLDER}, which would stand for an image; remove it "
+                             "(images go before the message's text)")
 
 
 def checked_image(path: str) -> str:

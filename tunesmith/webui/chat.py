@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from tunesmith.data.media import IMAGE_PLACEHOLDER
 from tunesmith.errors import TunesmithError
 from tunesmith.run_folder import config_path, is_run_folder
 
@@ -59,7 +58,7 @@ class ChatSession:
         """The assistant's reply to `history` (ending with the user's message), growing piece by piece.
         `turn_images`: the image files of each user message, in order (the Chat tab's uploads); they go to the
         engine as `tunesmith chat --image` sends them, placed before their message's text."""
-        from tunesmith.infer.chat_cli import user_message
+        from tunesmith.infer.chat_cli import refuse_typed_placeholder, user_message
 
         if self.engine is None:
             raise TunesmithError("no model is loaded; press Load model first")
@@ -71,10 +70,7 @@ class ChatSession:
                 messages.append({"role": message["role"], "content": text})
                 continue
             attached = next(turns, [])
-            if IMAGE_PLACEHOLDER in text and any(turn_images):
-                # The one rule (data/media_render.py): typed text never claims an image's place.
-                raise TunesmithError(f"a message says {IMAGE_PLACEHOLDER}, which would stand for an uploaded "
-                                     "image; remove it (uploaded images go before the message's text)")
+            refuse_typed_placeholder(text, any(turn_images))
             messages.append(user_message(text, len(attached)))
         images = [path for turn in turn_images for path in turn]
         with self._lock:
