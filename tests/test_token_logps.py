@@ -38,6 +38,56 @@ def test_chunked_logps_and_gradients_equal_the_full_logits_formula(softcap):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
 
 
+class LinearSubclass(torch.nn.Linear):
+    """A head the fused function does not take (not exactly nn.Linear): it goes through the module path."""
+
+
+@pytest.mark.parametrize("head_trains", [True, False])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_fused_head_and_module_path_equal_the_full_logits_formula(head_trains, temperature):
+    """train/fused_head.py (plain float32 heads) and the per-chunk module path (any other head) give the full
+    logits' log-probs and gradients, with the head trained or frozen, at any temperature."""
+    from tunesmith.train.fused_head import fuses
+
+    torch.manual_seed(1)
+    plain = torch.nn.Linear(16, VOCAB, bias=False).requires_grad_(head_trains)
+    other = LinearSubclass(16, VOCAB, bias=False).requires_grad_(head_trains)
+    other.weight.data.copy_(plain.weight.data)
+    hidden = torch.randn(10, 16, requires_grad=True)
+    targets = torch.randint(VOCAB, (10,))
+    upstream = torch.randn(10)
+    wrt = [hidden, plain.weight] if head_trains else [hidden]
+    expected = (hidden.double() @ plain.weight.double().T / temperature).log_softmax(-1).gather(-1, targets[:, None])
+    expected_grads = torch.autograd.grad((expected.squeeze(-1) * upstream.double()).sum(), wrt)
+    assert fuses(plain, hidden) and not fuses(other, hidden)
+    for head in (plain, other):
+        logps = chunked_logps(head, hidden, targets, chunk_tokens=4, temperature=temperature)  # 3 chunks, one short
+        grads = torch.autograd.grad((logps * upstream).sum(), [hidden, head.weight] if head_trains else [hidden])
+        torch.testing.assert_close(logps.double(), expected.squeeze(-1), rtol=1e-5, atol=1e-6)
+        for grad, expected_grad in zip(grads, expected_grads):
+            torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_only_a_whole_float32_linear_head_is_fused():
+    from peft import LoraConfig, get_peft_model
+
+    from tunesmith.train.fused_head import fuses
+
+    hidden = torch.randn(3, 8)
+    head = torch.nn.Linear(8, VOCAB, bias=False)
+    assert fuses(head, hidden)
+    assert not fuses(torch.nn.Linear(8, VOCAB), hidden)  # a bias
+    assert not fuses(head, hidden.bfloat16()) and not fuses(head.to(torch.bfloat16), hidden)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fuses(head, hidden)
+    sharded = torch.nn.Linear(8, VOCAB, bias=False)
+    sharded.weight.ds_id = 0  # what DeepSpeed ZeRO-3 marks its partitioned parameters with
+    assert not fuses(sharded, hidden)
+    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(8, VOCAB, bias=False)),
+                           LoraConfig(r=2, target_modules=["0"]))
+    assert not fuses(model.base_model.model[0], hidden)  # LoRA on the head: its module call adds the adapter
+
+
 def test_target_index_holds_the_positions_of_trained_next_tokens():
     labels = torch.tensor([[IGNORE, IGNORE, 5, 6], [IGNORE, 7, IGNORE, 8]])
     mask = labels[:, 1:] != IGNORE

@@ -8,6 +8,8 @@ and 2k target tokens that is 400 MB of float32 logits per copy (logits, softmax,
 chunk's 16 MB, for one more forward matmul of the head at backward time. The chunk's backward is where a
 training step's memory peaks (every layer's activations are still held there, plus ~3 chunk-sized copies), so
 the chunk is kept small: 64 MB chunks put ~150 MB more on the quickstart's peak (bench/quickstart_memory.py).
+A plain float32 head (CPU training's) goes through train/fused_head.py instead: the same chunks, computed into
+one reused buffer with a hand-written backward.
 
 `LogpsModel` is the one module that computes them inside a forward call. A stage's model is wrapped in it
 before DDP / DeepSpeed / FSDP wrap the model, so their forward hooks (gradient sync, ZeRO-3 gathering of the
@@ -25,6 +27,7 @@ import torch.utils.checkpoint
 
 from tunesmith.data.collator import TARGET_INDEX, TOKEN_INDEX
 from tunesmith.train.forward import MEDIA_KEYS, decoder_hidden
+from tunesmith.train.fused_head import fused_head_logps, fuses
 
 LOGIT_ELEMENTS = 1 << 22  # logits alive at once: 4M float32 values (16 MB), e.g. 85 tokens of a 49k vocab
 
@@ -37,6 +40,8 @@ def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: fl
     # The module's own size: under ZeRO-3 its weight is a partitioned, empty placeholder outside its forward.
     vocab = getattr(head, "out_features", None) or head.num_embeddings
     chunk_tokens = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)
+    if not softcap and not with_entropy and fuses(head, hidden):
+        return fused_head_logps(hidden, head.weight, targets, temperature, chunk_tokens)
     recompute = torch.is_grad_enabled() and (hidden.requires_grad or _trains(head))
     pieces = []
     for chunk in range(_chunk_count(head, hidden, chunk_tokens)):
