@@ -436,7 +436,9 @@ def test_stage_under_zero3_matches_one_process_with_the_same_global_batch(tmp_pa
             # abs: dpo's first rewards and margins are float noise around 0 (the policy equals its reference);
             # kto's kl is a difference of reply log-prob sums in the tens, which one process (4 samples, one
             # padding-free row) and two (2 samples each) add up in different orders: ~1e-5 apart in float32.
-            tolerance = 1e-4 if key == "kl" else 1e-6
+            # dpo's rewards are beta (0.1) times such differences, and one process's float32 head runs fused
+            # (train/fused_head.py) while ZeRO-3's partitioned head runs per chunk: ~1e-6 apart.
+            tolerance = 1e-4 if key == "kl" else 1e-5 if key.startswith("rewards/") else 1e-6
             assert record[key] == pytest.approx(reference[key], rel=1e-4, abs=tolerance), (record["step"], key)
     weights = ("model.safetensors", "value_head.safetensors") if stage == "rm" else ("model.safetensors",)
     assert_same_weights(tmp_path / "one", tmp_path / "two", weights)
