@@ -61,6 +61,17 @@ def test_lora_bf16_estimate_matches_the_hand_computed_numbers(config_only_dir):
     assert estimate.peak == estimate.weights + estimate.optimizer + estimate.activations + estimate.logits
 
 
+def test_the_output_head_counts_one_chunk_of_logits_at_most(config_only_dir):
+    """train/token_logps.py runs the head on at most LOGIT_ELEMENTS logits at a time, whatever the batch."""
+    from tunesmith.train.token_logps import LOGIT_ELEMENTS
+
+    vocab = 1000
+    small = estimate_memory(validate_config(run_config(config_only_dir, {"kind": "lora"})))  # 64 tokens
+    large = estimate_memory(validate_config(run_config(config_only_dir, {"kind": "lora"}, batch_size=512)))
+    assert small.logits == 12 * 64 * vocab
+    assert large.logits == 12 * (LOGIT_ELEMENTS // vocab) * vocab < 12 * 512 * 32 * vocab
+
+
 def test_accumulation_and_checkpointing_change_the_peak_as_documented(config_only_dir):
     full = {"kind": "full"}
     single = estimate_memory(validate_config(run_config(config_only_dir, full)))

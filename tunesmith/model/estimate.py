@@ -7,8 +7,10 @@ method, so parameter counts are exactly what training reports. Memory, in bytes,
   P_o: optimizer states: AdamW keeps 2 per trainable element in the parameter's dtype; 8-bit AdamW keeps
        2 bytes plus one float32 scale per 256 elements, and float32 states for tensors under 4096 elements,
   A:   activations saved for the backward pass (see `activation_bytes`), for batch_size x max_length tokens,
-  Z:   the output head's share: 12 * tokens * vocab (the float32 log-softmax kept for backward, plus the
-       incoming and outgoing float32 gradients at the start of the backward pass), every position a target,
+  Z:   the output head's share: 12 * chunk * vocab (a chunk's float32 logits, their log-softmax and its
+       gradient), the head running a chunk of at most train/token_logps.py's LOGIT_ELEMENTS logits at a time
+       (chunk = min(tokens, LOGIT_ELEMENTS // vocab), every position a target); a fused float32 head
+       (train/fused_head.py) keeps a third of that,
 the peak is
   P_w + P_o + max(A + Z, P_g)    with grad_accum 1: gradients fill in as activations are freed, and are
                                   dropped (set to None) before the next forward pass;
@@ -31,6 +33,7 @@ from tunesmith.config.schema import RunConfig
 from tunesmith.model.activations import LayerShape, activation_bytes, graph_layer_count
 from tunesmith.model.methods import ParamCount, apply_method, count_parameters
 from tunesmith.model.moe import active_parameters
+from tunesmith.train.token_logps import LOGIT_ELEMENTS
 
 GIB = 1024**3
 LOGIT_BYTES = 12  # per target position and vocabulary entry, see the module docstring
@@ -95,7 +98,8 @@ def estimate_memory(config: RunConfig) -> MemoryEstimate:
         activations += sdpa_mask_bytes(shape, config.train.batch_size, config.data.max_length, compute_bytes, layers)
     if plan.autocast is not None:
         activations += autocast_copy_bytes(model, compute_bytes, quantized)
-    logits = LOGIT_BYTES * tokens * text_config.vocab_size
+    chunk = min(tokens, max(1, LOGIT_ELEMENTS // text_config.vocab_size))
+    logits = LOGIT_BYTES * chunk * text_config.vocab_size
     peak = weights + optimizer + (
         gradients + activations + logits if config.train.grad_accum > 1 else max(activations + logits, gradients)
     )
