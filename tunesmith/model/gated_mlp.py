@@ -5,7 +5,7 @@ act(gate(x)) and up(x) (for the product's), each tokens x intermediate wide: a t
 activations between them. act(gate(x)) is cheap to compute again from gate(x), so the product here keeps only
 gate(x) and up(x) and recomputes act in its backward. The forward is the same arithmetic and the gradients are
 bit-for-bit autograd's (the same kernels on the same inputs); only the memory differs: one tokens x intermediate
-tensor less per layer (175 MB on the quickstart's widest batch of SmolLM2-135M). Liger's fused SwiGLU
+tensor less per layer (the quickstart's peak, SmolLM2-135M: ~0.25 GB lower). Liger's fused SwiGLU
 (train.kernels: liger) does the same in a Triton kernel on GPUs; this is the default everywhere else.
 """
 
