@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import weakref
 
 import pytest
 import torch
 import yaml
 
+from saved_tensors import alive_saved_bytes
 from tunesmith.config import validate_config
 from tunesmith.model.estimate import estimate_memory
 
@@ -111,29 +111,14 @@ def test_4bit_weights_match_what_bitsandbytes_stores(tmp_path):
 
 
 def saved_activation_bytes(model, ids: torch.Tensor, mask: torch.Tensor, autocast) -> int:
-    """Bytes of the distinct tensors autograd saves in the decoder and the output head (parameters aside) that
-    are still alive once the forward is done."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = []
+    """Bytes autograd holds for backward from the decoder and the output head, under the plan's autocast."""
 
-    def keep(tensor):
-        # Only a weak reference: peft's DoRA builds graph branches that the forward then drops, freeing what
-        # they saved, and the allocator hands that memory to later tensors. Counting addresses as they are
-        # saved miscounted either way, by run; counting what is alive at the end is what the estimate means.
-        saved.append(weakref.ref(tensor))
-        return tensor
+    def forward():
+        with torch.autocast("cpu", dtype=autocast or torch.float32, enabled=autocast is not None):
+            hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            return model.get_output_embeddings()(hidden)
 
-    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), \
-            torch.autocast("cpu", dtype=autocast or torch.float32, enabled=autocast is not None):
-        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        logits = model.get_output_embeddings()(hidden)
-        storages = {}
-        for ref in saved:
-            tensor = ref()
-            if tensor is not None and tensor.untyped_storage().data_ptr() not in params:
-                storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-    del logits
-    return sum(storages.values())
+    return alive_saved_bytes(model, forward)
 
 
 @pytest.mark.parametrize("method, dtype", [

@@ -4,11 +4,11 @@ tokens x intermediate tensor less kept per layer, and only the plain formula swa
 from __future__ import annotations
 
 import copy
-import weakref
 
 import pytest
 import torch
 
+from saved_tensors import alive_saved_bytes
 from tunesmith.model.gated_mlp import is_gated_mlp, recompute_mlp_activations
 
 SHAPE = dict(vocab_size=300, hidden_size=32, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -53,20 +53,7 @@ def test_loss_and_gradients_equal_autograds(family, method):
 
 
 def saved_bytes(model, ids) -> int:
-    """Bytes of the distinct non-parameter tensors autograd still holds for backward after the forward."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = []
-
-    def keep(tensor):
-        saved.append(weakref.ref(tensor))
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
-        loss = model(input_ids=ids, labels=ids).loss
-        alive = {ref().untyped_storage().data_ptr(): ref().untyped_storage().nbytes() for ref in saved
-                 if ref() is not None and ref().untyped_storage().data_ptr() not in params}
-    del loss
-    return sum(alive.values())
+    return alive_saved_bytes(model, lambda: model(input_ids=ids, labels=ids).loss)
 
 
 def test_each_layer_keeps_one_tokens_by_intermediate_tensor_less():
