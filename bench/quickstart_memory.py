@@ -7,8 +7,8 @@ Each run is a fresh `tunesmith train examples/quickstart.yaml` process, launched
 launches it (its glibc malloc settings) with train.max_steps set; peak RSS is the child's ru_maxrss from start
 to exit (wait4), speed the median target tokens/s over steps 2..N by the wall clock and by the process CPU
 clock (bench/train_step_clock.py; on a machine shared with other work the CPU clock is the fairer one).
-`--malloc` replaces the script's glibc malloc settings (e.g. `--malloc MALLOC_MMAP_THRESHOLD_=1000000000
-MALLOC_TRIM_THRESHOLD_=1000000000` for the earlier ones) to weigh their memory against their speed.
+`--malloc` replaces the script's glibc malloc settings (e.g. `--malloc MALLOC_MMAP_THRESHOLD_=1048576` for the
+earlier ones) to weigh their memory against their speed.
 
 With `--lf-venv`, LLaMA-Factory (its own venv) runs the same configuration beside each variant, interleaved,
 in the same environment (malloc settings included): the same model folder, the identity data with the same
@@ -31,10 +31,11 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import run_child, smollm2_dir  # noqa: E402
+from train_throughput import is_malloc_setting, run_child, smollm2_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-QUICKSTART_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "1048576"}  # as scripts/quickstart.sh sets it
+QUICKSTART_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824",  # as
+                     "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"}  # scripts/quickstart.sh
 VARIANTS = {"default": {}, "checkpointing": {"gradient_checkpointing": True},
             "offload": {"gradient_checkpointing": "offload"}}
 PEER_GB = {"LLaMA-Factory 0.9.5, its default checkpointing": 3.06, "LLaMA-Factory 0.9.5, no checkpointing": 7.32}
@@ -81,7 +82,7 @@ def measure_peer(variant: str, steps: int, work: Path, malloc: dict[str, str], l
 def _run(python: str, framework: str, config: dict, out: Path, malloc: dict[str, str]) -> tuple[list, float]:
     config_path, clock_path = out.with_suffix(".yaml"), out.with_suffix(".clock.json")
     config_path.write_text(yaml.safe_dump(config))
-    env = {**{key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}, **malloc,
+    env = {**{key: value for key, value in os.environ.items() if not is_malloc_setting(key)}, **malloc,
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "DISABLE_VERSION_CHECK": "1"}
     argv = [python, str(REPO / "bench" / "train_step_clock.py"), framework, str(config_path), str(clock_path)]
     rss_mib = run_child(argv, env, out.with_suffix(".log"))

@@ -16,8 +16,9 @@ up): wall, and the process CPU time. The CPU figure is for machines shared with 
 measures the neighbours; with --threads 1 (default) it is the work itself. Peak RSS is the child's maximum
 resident set (getrusage via wait4).
 
-The `+malloc` variants launch the process with glibc's MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ set:
-glibc reads them at process start, so they belong in the launch command, not in the package. The `+packing`
+The `+malloc` variants launch the process with glibc's MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ and
+GLIBC_TUNABLES (tcache and fastbins off) set: glibc reads them at process start, so they belong in the launch
+command, not in the package. The `+packing`
 variants pack samples into rows with each framework's own packing: tunesmith's `data.packing`, LLaMA-Factory's
 `packing: true` with `neat_packing: true` (samples kept apart by the attention mask, as tunesmith's are).
 `--malloc NAME=VALUE ...` replaces the settings of the `+malloc` variants on both sides, e.g.
@@ -45,8 +46,11 @@ from train_assets import DATASET, build_assets  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 BATCH, MAX_LEN, LR = 8, 256, 1e-4
 # Large allocations (activations, logits) stay in the heap and are reused instead of being mmap'd and
-# page-faulted anew every step; 32 MiB is the largest mmap threshold glibc accepts on 64-bit.
-GLIBC_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(1024**3)}
+# page-faulted anew every step; 32 MiB is the largest mmap threshold glibc accepts on 64-bit. Without tcache
+# and fastbins the small pieces glibc (< 2.38) splits off 64-byte-aligned blocks merge back when those are freed,
+# so freed activations can serve the next step: without them the heap grew ~2 GB past its use (scripts/quickstart.sh).
+GLIBC_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(1024**3),
+                "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"}
 VARIANTS = {  # name: (framework, packing, glibc malloc settings)
     "llamafactory": ("lf", False, False),
     "llamafactory+malloc": ("lf", False, True),
@@ -86,6 +90,10 @@ def llamafactory_config(model: Path, data: Path, out: Path, method: str, steps: 
     return config
 
 
+def is_malloc_setting(name: str) -> bool:
+    return name.startswith("MALLOC_") or name == "GLIBC_TUNABLES"
+
+
 def run_child(argv: list[str], env: dict, log: Path) -> float:
     """Peak RSS in MiB of one child process; its output goes to `log`."""
     with log.open("wb") as handle:
@@ -121,7 +129,7 @@ def measure(variant: str, method: str, work: Path, steps: int, args) -> dict:
     name = f"{variant}-{method}"
     out = work / "runs" / name
     # glibc settings inherited from the caller's shell would reach the variants meant to run without them
-    inherited = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+    inherited = {key: value for key, value in os.environ.items() if not is_malloc_setting(key)}
     env = {**inherited, "HF_HUB_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false"}
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from saved_tensors import alive_saved_bytes
+from saved_tensors import held_for_backward_bytes
 from tunesmith.config import validate_config
 from tunesmith.model.estimate import estimate_memory
 
@@ -49,9 +49,10 @@ def test_lora_bf16_estimate_matches_the_hand_computed_numbers(config_only_dir):
     norm_with_grad_input = 4 * h + 4
     attention = 2 * (2 * h + 2 * kv) + 4 * 4
     mlp = 2 * 2 * i  # gate and up; act(gate) is recomputed in backward (model/gated_mlp.py)
-    linear_inputs = 2 * h + 2 * h + 2 * i  # q/k/v input, gate/up input, down input
-    lora_modules = 7 * 2 * 8 + 2 * (6 * h + i)  # E r each, plus E in for the input copy
-    layer0 = norm_with_grad_input + attention + mlp + linear_inputs + lora_modules  # input_layernorm: no grad input
+    # The frozen linears keep no input; each LoRA module keeps its own copy (cast to its float32 weights, then
+    # autocast's bf16 copy): E r each, plus E in for the copy.
+    lora_modules = 7 * 2 * 8 + 2 * (6 * h + i)
+    layer0 = norm_with_grad_input + attention + mlp + lora_modules  # input_layernorm: no grad input
     layer1 = layer0 + norm_with_grad_input
     # sdpa on a padded batch, per layer: the additive [B, 1, L, L] mask and K, V repeated from 2 to 4 heads
     sdpa = 2 * (2 * 32 * 32 * 2 + 2 * tokens * (h - kv) * 2)
@@ -83,7 +84,9 @@ def test_accumulation_and_checkpointing_change_the_peak_as_documented(config_onl
 
     assert single.peak == single.weights + single.optimizer + max(single.activations + single.logits, single.gradients)
     assert accum.peak == accum.weights + accum.optimizer + accum.gradients + accum.activations + accum.logits
-    assert ckpt.activations < no_ckpt.activations / 1.5
+    # Two layers: checkpointing keeps both layers' inputs and one layer's activations with nothing rebuilt (the
+    # recomputation runs under checkpointing's own saved-tensor hook), against two layers with rebuilds.
+    assert ckpt.activations < no_ckpt.activations / 1.2
 
 
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
@@ -118,13 +121,14 @@ def saved_activation_bytes(model, ids: torch.Tensor, mask: torch.Tensor, autocas
             hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             return model.get_output_embeddings()(hidden)
 
-    return alive_saved_bytes(model, forward)
+    return held_for_backward_bytes(model, forward)
 
 
 @pytest.mark.parametrize("method, dtype", [
     ({"kind": "full"}, "float32"),
     ({"kind": "full"}, "bfloat16"),
     ({"kind": "lora", "rank": 8}, "float32"),
+    ({"kind": "lora", "rank": 8}, "bfloat16"),
     ({"kind": "lora", "rank": 8, "targets": ["q_proj", "v_proj"], "dropout": 0.1}, "float32"),
     ({"kind": "lora", "rank": 8, "dora": True}, "float32"),
     ({"kind": "lora", "rank": 8, "dora": True, "dropout": 0.1}, "float32"),  # DoRA computes the base output anew
@@ -139,6 +143,7 @@ def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
     from tunesmith.model.gated_mlp import recompute_mlp_activations
     from tunesmith.model.methods import apply_method
     from tunesmith.model.precision import keep_trainable_in_master, training_plan
+    from tunesmith.model.recompute import recompute_cheap_activations
 
     torch.manual_seed(0)
     LlamaForCausalLM(llama_config()).save_pretrained(tmp_path / "model", safe_serialization=True)
@@ -148,6 +153,7 @@ def test_estimate_matches_tensors_measured_on_cpu(tmp_path, method, dtype):
     plan = training_plan(config, "cpu")
     model = LlamaForCausalLM.from_pretrained(tmp_path / "model", dtype=plan.load_dtype)
     assert recompute_mlp_activations(model) == SHAPE["num_hidden_layers"]
+    assert recompute_cheap_activations(model) == SHAPE["num_hidden_layers"]
     model = apply_method(model, parse_method(method)).train()  # as training runs it: dropout on, peft's DoRA caching nothing
     keep_trainable_in_master(model, plan)
     ids = torch.randint(0, SHAPE["vocab_size"], (2, 32))

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunesmith.config.schema import RunConfig
-from tunesmith.model.activations import LayerShape, activation_bytes, graph_layer_count
+from tunesmith.model.activations import LayerShape, Rebuilds, activation_bytes, graph_layer_count
 from tunesmith.model.methods import ParamCount, apply_method, count_parameters
 from tunesmith.model.moe import active_parameters
 from tunesmith.train.token_logps import LOGIT_ELEMENTS
@@ -91,7 +91,7 @@ def estimate_memory(config: RunConfig) -> MemoryEstimate:
     optimizer = optimizer_bytes(model, config.train.optimizer)
     checkpointing = config.train.gradient_checkpointing
     shape = LayerShape.from_config(text_config)
-    activations = activation_bytes(model, shape, tokens, compute_bytes, checkpointing)
+    activations = activation_bytes(model, shape, tokens, compute_bytes, checkpointing, Rebuilds.for_run(config))
     padded = config.train.batch_size > 1 or config.data.packing  # a mask only when rows differ or are packed
     if padded and config.model.attn_implementation in ("auto", "sdpa"):
         layers = 1 if checkpointing else graph_layer_count(model)

@@ -5,7 +5,8 @@ act(gate(x)) and up(x) (for the product's), each tokens x intermediate wide: a t
 activations between them. act(gate(x)) is cheap to compute again from gate(x), so the product here keeps only
 gate(x) and up(x) and recomputes act in its backward. The forward is the same arithmetic and the gradients are
 bit-for-bit autograd's (the same kernels on the same inputs); only the memory differs: one tokens x intermediate
-tensor less per layer (the quickstart's peak, SmolLM2-135M: ~0.25 GB lower). Liger's fused SwiGLU
+tensor less per layer (the quickstart's peak, SmolLM2-135M: ~0.25 GB lower). The product itself, which the
+down projection keeps as its input, is recomputed from gate and up too (model/recompute.py). Liger's fused SwiGLU
 (train.kernels: liger) does the same in a Triton kernel on GPUs; this is the default everywhere else.
 """
 
@@ -17,6 +18,8 @@ import re
 import types
 
 import torch
+
+from tunesmith.model.recompute import remember
 
 # The one forward this swaps out; classes that clamp, scale, normalise or drop out between the steps keep theirs.
 _PLAIN_FORWARD = re.compile(r"self\.down_proj\(self\.act_fn\(self\.gate_proj\((\w+)\)\) \* self\.up_proj\(\1\)\)")
@@ -72,7 +75,11 @@ def _plain_gated_class(cls) -> bool:
 def _recomputing_forward(self, x: torch.Tensor) -> torch.Tensor:
     if not torch.is_grad_enabled():  # inference, a frozen reference: nothing is saved either way
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-    return self.down_proj(_ActTimesUp.apply(self.gate_proj(x), self.up_proj(x), self.act_fn))
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    product = _ActTimesUp.apply(gate, up, self.act_fn)
+    # The down projection's input, kept for its weight's (or LoRA's) gradient: built again from gate and up.
+    remember(product, lambda: self.act_fn(gate) * up)
+    return self.down_proj(product)
 
 
 def recompute_mlp_activations(model) -> int:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import torch
 
+from tunesmith.dist.sharding import is_sharded
+
 
 def fuses(head, hidden: torch.Tensor) -> bool:
     """Whether `head` applied to `hidden` can run as the fused function below."""
     weight = getattr(head, "weight", None)
-    return (type(head) is torch.nn.Linear and head.bias is None and weight is not None
-            and type(weight.data) is torch.Tensor  # FSDP2 shards parameters as DTensors
-            and not getattr(weight, "_fsdp_flattened", False) and not hasattr(weight, "ds_id")  # FSDP1, ZeRO-3
+    return (type(head) is torch.nn.Linear and head.bias is None and weight is not None and not is_sharded(weight)
             and tuple(weight.shape) == (head.out_features, head.in_features)
             and weight.dtype == hidden.dtype == torch.float32
             and not torch.is_autocast_enabled(hidden.device.type))

@@ -15,6 +15,7 @@ def prepare_model(config: RunConfig, accelerator, source=None):
     from tunesmith.model.load import load_model
     from tunesmith.model.methods import apply_method, count_parameters
     from tunesmith.model.precision import apply_device_settings, keep_trainable_in_master, training_plan
+    from tunesmith.model.recompute import recompute_cheap_activations
 
     device_type = accelerator.device.type
     plan = training_plan(config, device_type)
@@ -24,6 +25,8 @@ def prepare_model(config: RunConfig, accelerator, source=None):
     model = load_model(config.model, device_type, source, plan.load_dtype, device)
     apply_kernels(model, config.train.kernels, device_type)  # before LoRA wraps the linears it swaps around
     recompute_mlp_activations(model)  # the gated MLPs Liger did not replace
+    if not config.train.compile:  # the hook is Python that torch.compile would trace into the layers' graphs
+        recompute_cheap_activations(model)
     model = apply_method(model, config.method)
     keep_trainable_in_master(model, plan)
     if config.train.compile:
