@@ -9,26 +9,8 @@ import pytest
 import torch
 
 from saved_tensors import held_for_backward_bytes
+from tiny_decoders import SHAPE, assert_same_training, random_decoder
 from tunesmith.model.gated_mlp import is_gated_mlp, recompute_mlp_activations
-
-SHAPE = dict(vocab_size=300, hidden_size=32, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, head_dim=8)
-
-
-def tiny(family: str):
-    from transformers import GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    if family == "gemma":  # tanh-approximated GELU: the swap is not SiLU-only
-        return GemmaForCausalLM(GemmaConfig(**SHAPE, hidden_activation="gelu_pytorch_tanh")).float()
-    return LlamaForCausalLM(LlamaConfig(**SHAPE))
-
-
-def loss_and_grads(model, ids):
-    model.zero_grad()
-    loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
 @pytest.mark.parametrize("family, method", [("llama", "full"), ("gemma", "full"), ("llama", "lora")])
@@ -36,20 +18,14 @@ def test_loss_and_gradients_equal_autograds(family, method):
     from tunesmith.config.method_kinds import parse_method
     from tunesmith.model.methods import apply_method
 
-    plain = tiny(family)
+    plain = random_decoder(family)
     if method == "lora":  # the MLP's forward calls the LoRA-wrapped linears, in whichever order the two are applied
         plain = apply_method(plain, parse_method({"kind": "lora", "rank": 4}))
     swapped = copy.deepcopy(plain)
     assert recompute_mlp_activations(swapped) == SHAPE["num_hidden_layers"]
     ids = torch.randint(0, SHAPE["vocab_size"], (2, 12))
 
-    plain_loss, plain_grads = loss_and_grads(plain.train(), ids)
-    swapped_loss, swapped_grads = loss_and_grads(swapped.train(), ids)
-
-    assert torch.equal(plain_loss, swapped_loss)
-    assert plain_grads.keys() == swapped_grads.keys() and len(plain_grads) > 0
-    for name, grad in plain_grads.items():
-        assert torch.equal(swapped_grads[name], grad), name
+    assert_same_training(plain.train(), swapped.train(), ids)
 
 
 def saved_bytes(model, ids) -> int:
@@ -57,7 +33,7 @@ def saved_bytes(model, ids) -> int:
 
 
 def test_each_layer_keeps_one_tokens_by_intermediate_tensor_less():
-    plain = tiny("llama").train()
+    plain = random_decoder("llama").train()
     swapped = copy.deepcopy(plain)
     recompute_mlp_activations(swapped)
     ids = torch.randint(0, SHAPE["vocab_size"], (2, 12))
@@ -67,7 +43,7 @@ def test_each_layer_keeps_one_tokens_by_intermediate_tensor_less():
 
 
 def test_without_gradients_the_output_is_the_same():
-    plain = tiny("llama").eval()
+    plain = random_decoder("llama").eval()
     swapped = copy.deepcopy(plain)
     recompute_mlp_activations(swapped)
     ids = torch.randint(0, SHAPE["vocab_size"], (1, 9))
@@ -88,7 +64,7 @@ def test_only_the_plain_gated_formula_is_swapped():
         def forward(self, x):
             return self.down_proj(self.act_fn(self.gate_proj(x).clamp(max=1.0)) * self.up_proj(x))
 
-    assert is_gated_mlp(tiny("llama").model.layers[0].mlp)
+    assert is_gated_mlp(random_decoder("llama").model.layers[0].mlp)
     assert not is_gated_mlp(ClampedMLP())
     assert not is_gated_mlp(Phi3MLP(Phi3Config(hidden_size=8, intermediate_size=16)))  # fused gate_up_proj
     assert recompute_mlp_activations(torch.nn.Sequential(ClampedMLP())) == 0

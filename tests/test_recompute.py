@@ -9,29 +9,19 @@ import pytest
 import torch
 
 from saved_tensors import held_for_backward_bytes
+from tiny_decoders import SHAPE, assert_same_training, random_decoder
 from tunesmith.model.gated_mlp import recompute_mlp_activations
 from tunesmith.model.recompute import recompute_cheap_activations
 
-SHAPE = dict(vocab_size=300, hidden_size=32, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, head_dim=8)
 LAYERS, HIDDEN, INTERMEDIATE = SHAPE["num_hidden_layers"], SHAPE["hidden_size"], SHAPE["intermediate_size"]
 
 
 def tiny(family: str, method: str = "full"):
     """A random model of `family` with gated MLPs swapped as training swaps them (model/gated_mlp.py)."""
-    from transformers import (GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen3Config,
-                              Qwen3ForCausalLM)
-
     from tunesmith.config.method_kinds import parse_method
     from tunesmith.model.methods import apply_method
 
-    torch.manual_seed(0)
-    if family == "gemma":  # RMSNorm scaled by (1 + weight), tanh-approximated GELU
-        model = GemmaForCausalLM(GemmaConfig(**SHAPE, hidden_activation="gelu_pytorch_tanh")).float()
-    elif family == "qwen3":  # RMSNorms on q and k as well
-        model = Qwen3ForCausalLM(Qwen3Config(**SHAPE))
-    else:
-        model = LlamaForCausalLM(LlamaConfig(**SHAPE))
+    model = random_decoder(family)
     recompute_mlp_activations(model)
     if method == "lora":
         model = apply_method(model, parse_method({"kind": "lora", "rank": 4}))
@@ -42,23 +32,6 @@ def rebuilding(model):
     model = copy.deepcopy(model)
     assert recompute_cheap_activations(model) == LAYERS
     return model
-
-
-def loss_and_grads(model, ids, backwards: int = 1):
-    model.zero_grad()
-    loss = model(input_ids=ids, labels=ids).loss
-    for index in range(backwards):
-        loss.backward(retain_graph=index < backwards - 1)
-    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-
-
-def assert_same_training(plain, rebuilt, ids, backwards: int = 1):
-    plain_loss, plain_grads = loss_and_grads(plain, ids, backwards)
-    rebuilt_loss, rebuilt_grads = loss_and_grads(rebuilt, ids, backwards)
-    assert torch.equal(plain_loss, rebuilt_loss)
-    assert plain_grads.keys() == rebuilt_grads.keys() and len(plain_grads) > 0
-    for name, grad in plain_grads.items():
-        assert torch.equal(rebuilt_grads[name], grad), name
 
 
 def held(model, ids) -> int:
