@@ -11,15 +11,16 @@ a = heads, R = bytes of the weights' dtype (the residual stream), E = bytes of t
   gated MLP              2 E i      gate, up (model/gated_mlp.py recomputes act(gate) in backward; + E i for
                                     an MLP it leaves as it is);   + E i  the down input, when down trains / LoRA
                        + R h        gate/up input, when one of them trains or carries LoRA
-
-model/recompute.py rebuilds the down input of a gated MLP from gate and up (0 instead of E i) and, where norm
-weights are whole (not ZeRO-3 / FSDP), the q/k/v and gate/up inputs from their norm's input: that costs nothing
-where the norm keeps its input itself (a float32 input that needs a gradient), else R h as before.
   each LoRA module       E r        the down-projection's output;   + E in  a copy of the input when dropout
                                     is on or the adapter's dtype differs from the input's (the linears above
                                     then keep no input of theirs for it; + R in for dropout's noise on a CPU,
                                     when the input needs a gradient);
                                     DoRA: + 2 E out  (base and LoRA outputs it rescales)
+
+model/recompute.py rebuilds the down input of a gated MLP from gate and up (0 instead of E i) and, where norm
+weights are whole (not ZeRO-3 / FSDP), the q/k/v and gate/up inputs from their norm's input: that costs nothing
+where the norm keeps its input itself (a float32 input that needs a gradient), else R h as before. Where
+autocast casts a linear's input (E != R), each such linear keeps its own E h copy instead, which nothing rebuilds.
 
 Layers before the first one with anything to train keep nothing (no gradient flows there). With gradient
 checkpointing each layer keeps only its input (R h) and one layer's activations are rebuilt at a time.
