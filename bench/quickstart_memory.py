@@ -33,9 +33,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import is_malloc_setting, run_child, smollm2_dir  # noqa: E402
 
+from tunesmith.train.malloc_note import GLIBC_SETTINGS  # noqa: E402  (as scripts/quickstart.sh exports them)
+
 REPO = Path(__file__).resolve().parents[1]
-QUICKSTART_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824",  # as
-                     "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"}  # scripts/quickstart.sh
 VARIANTS = {"default": {}, "checkpointing": {"gradient_checkpointing": True},
             "offload": {"gradient_checkpointing": "offload"}}
 PEER_GB = {"LLaMA-Factory 0.9.5, its default checkpointing": 3.06, "LLaMA-Factory 0.9.5, no checkpointing": 7.32}
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--malloc", nargs="+", metavar="NAME=VALUE", help="glibc settings instead of the script's")
     parser.add_argument("--lf-venv", type=Path, help="run LLaMA-Factory from this venv beside each variant")
     args = parser.parse_args()
-    malloc = dict(item.split("=", 1) for item in args.malloc) if args.malloc else QUICKSTART_MALLOC
+    malloc = dict(item.split("=", 1) for item in args.malloc) if args.malloc else GLIBC_SETTINGS
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(args.repeats):
             for variant in args.variants:

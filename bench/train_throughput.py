@@ -43,14 +43,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_assets import DATASET, build_assets  # noqa: E402
 
+from tunesmith.train.malloc_note import GLIBC_SETTINGS  # noqa: E402  (scripts/quickstart.sh's; why: that module)
+
 REPO = Path(__file__).resolve().parents[1]
 BATCH, MAX_LEN, LR = 8, 256, 1e-4
-# Large allocations (activations, logits) stay in the heap and are reused instead of being mmap'd and
-# page-faulted anew every step; 32 MiB is the largest mmap threshold glibc accepts on 64-bit. Without tcache
-# and fastbins the small pieces glibc (< 2.38) splits off 64-byte-aligned blocks merge back when those are freed,
-# so freed activations can serve the next step: without them the heap grew ~2 GB past its use (scripts/quickstart.sh).
-GLIBC_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(1024**3),
-                "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"}
 VARIANTS = {  # name: (framework, packing, glibc malloc settings)
     "llamafactory": ("lf", False, False),
     "llamafactory+malloc": ("lf", False, True),
@@ -191,7 +187,7 @@ def main() -> None:
                         help="glibc settings of the +malloc variants, on both sides, instead of the speed-first ones")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tunesmith-train-bench")
     args = parser.parse_args()
-    args.malloc = dict(item.split("=", 1) for item in args.malloc) if args.malloc else GLIBC_MALLOC
+    args.malloc = dict(item.split("=", 1) for item in args.malloc) if args.malloc else GLIBC_SETTINGS
     uses_lf = any(VARIANTS[variant][0] == "lf" for variant in args.variants)
     if uses_lf and not (args.lf_venv / "bin" / "llamafactory-cli").is_file():
         sys.exit(f"LLaMA-Factory not found in {args.lf_venv}; pass --lf-venv or leave out the llamafactory variants")

@@ -9,12 +9,8 @@ started=$(date +%s)
 bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1
-# glibc malloc (before 2.38, e.g. Debian 12): tensors stay in the heap (MALLOC_MMAP_THRESHOLD_, up to glibc's
-# 32 MiB cap) instead of being mapped and page-faulted anew every step, and tcache and fastbins are off
-# (GLIBC_TUNABLES): they hold the small pieces split off every 64-byte-aligned block, which then cannot merge
-# back when the block is freed, so the heap grew past its use by GBs. 4 steps, two threads: peak 2.28 GB at 50
-# target tokens/s of CPU time, against 2.19 GB at 33 with each tensor mapped on its own (MALLOC_MMAP_THRESHOLD_=
-# 1048576, the previous setting); bench/quickstart_memory.py --malloc weighs such settings.
+# glibc malloc for CPU training: the heap kept and reused instead of tensors page-faulted anew every step, and
+# tcache and fastbins off so that freed tensors merge back (tunesmith/train/malloc_note.py says why, in figures).
 export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-33554432}
 export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-1073741824}
 export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0}

@@ -1,6 +1,7 @@
 """The model a run trains, prepared in one order: loaded in the precision plan's dtype (straight onto the GPU when
-one process holds it), kernels swapped, gated MLPs set to recompute their activation in backward, the method
-applied, trainable weights made float32 masters, layers compiled. The training command and the GPU bench both
+one process holds it), kernels swapped, gated MLPs set to recompute their activation in backward, decoder layers
+set to rebuild their cheap activations there (model/recompute.py), the method applied, trainable weights made
+float32 masters, layers compiled. The training command and the GPU bench both
 prepare their models here."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ def prepare_model(config: RunConfig, accelerator, source=None):
     from tunesmith.model.methods import apply_method, count_parameters
     from tunesmith.model.precision import apply_device_settings, keep_trainable_in_master, training_plan
     from tunesmith.model.recompute import recompute_cheap_activations
+    from tunesmith.train.malloc_note import malloc_note
 
     device_type = accelerator.device.type
     plan = training_plan(config, device_type)
@@ -33,4 +35,7 @@ def prepare_model(config: RunConfig, accelerator, source=None):
         compile_layers(model)
     accelerator.print(count_parameters(model))
     accelerator.print(plan.describe())
+    note = malloc_note(device_type)
+    if note:
+        accelerator.print(note)
     return model
