@@ -17,12 +17,12 @@ measures the neighbours; with --threads 1 (default) it is the work itself. Peak 
 resident set (getrusage via wait4).
 
 The `+malloc` variants launch the process with glibc's MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ and
-GLIBC_TUNABLES (tcache and fastbins off) set: glibc reads them at process start, so they belong in the launch
-command, not in the package. The `+packing`
-variants pack samples into rows with each framework's own packing: tunesmith's `data.packing`, LLaMA-Factory's
-`packing: true` with `neat_packing: true` (samples kept apart by the attention mask, as tunesmith's are).
+GLIBC_TUNABLES (tcache and fastbins off) set, as scripts/quickstart.sh does: glibc reads them at process start,
+so they belong in the launch command, not in the package. The `+packing` variants pack samples into rows with
+each framework's own packing: tunesmith's `data.packing`, LLaMA-Factory's `packing: true` with
+`neat_packing: true` (samples kept apart by the attention mask, as tunesmith's are).
 `--malloc NAME=VALUE ...` replaces the settings of the `+malloc` variants on both sides, e.g.
-`--malloc MALLOC_MMAP_THRESHOLD_=1048576` for scripts/quickstart.sh's memory-first one.
+`--malloc MALLOC_MMAP_THRESHOLD_=1048576` for the memory-first setting the quickstart used before.
 Best against best is `tunesmith+packing+malloc` against `llamafactory+packing+malloc`.
 bench/flop_ceiling.py gives the ceiling of that ratio from arithmetic alone (the head at non-target positions).
 """
@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     parser.add_argument("--lf-venv", type=Path, default=default_lf_venv())
     parser.add_argument("--malloc", nargs="+", metavar="NAME=VALUE",
-                        help="glibc settings of the +malloc variants, on both sides, instead of the speed-first ones")
+                        help="glibc settings of the +malloc variants, on both sides, instead of the quickstart's")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tunesmith-train-bench")
     args = parser.parse_args()
     args.malloc = dict(item.split("=", 1) for item in args.malloc) if args.malloc else GLIBC_SETTINGS
