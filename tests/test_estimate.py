@@ -73,6 +73,24 @@ def test_the_output_head_counts_one_chunk_of_logits_at_most(config_only_dir):
     assert large.logits == 12 * (LOGIT_ELEMENTS // vocab) * vocab < 12 * 512 * 32 * vocab
 
 
+def test_sharded_norms_and_compiled_layers_keep_what_model_recompute_rebuilds_elsewhere(config_only_dir):
+    """fp32 LoRA, 2 layers: ZeRO-3's sharded norms keep their outputs (both norms' of layer 1, the second of
+    layer 0: layer 0's first norm reads the frozen embeddings and keeps its input in place of the output either
+    way); compiled layers run no hook, so each gated MLP also keeps act(gate) * up."""
+    h, i, layers, tokens = 64, 128, 2, 2 * 32
+    fp32 = {"dtype": "float32", "precision": "fp32"}
+
+    def activations(dist: dict | None = None, **train) -> float:
+        config = run_config(config_only_dir, {"kind": "lora", "rank": 8}, **fp32, **train)
+        return estimate_memory(validate_config(config | ({"dist": dist} if dist else {}))).activations
+
+    default = activations()
+    zero3 = activations(dist={"engine": "deepspeed", "deepspeed": {"stage": 3}})
+    compiled = activations(compile=True)
+    assert zero3 - default == tokens * (2 * layers - 1) * h * 4
+    assert compiled - default == tokens * ((2 * layers - 1) * h + layers * i) * 4
+
+
 def test_accumulation_and_checkpointing_change_the_peak_as_documented(config_only_dir):
     full = {"kind": "full"}
     single = estimate_memory(validate_config(run_config(config_only_dir, full)))
