@@ -161,3 +161,31 @@ def test_a_stage_trains_through_the_wrappers_forward():
     model.register_forward_hook(lambda module, args, output: calls.append(output.shape))
     logps = token_logps(model, random_batch())
     assert calls == [logps.shape]
+
+
+def test_a_frozen_fused_head_multiplies_no_matrix_in_backward_and_none_without_grad():
+    """The input gradient per token comes out of the forward pass, where the probabilities are at hand; a
+    forward without gradients computes the log-probs alone."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from tunesmith.train.fused_head import fused_head_logps
+
+    class MatrixProducts(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(2)
+    weight, targets = torch.randn(VOCAB, 16), torch.randint(VOCAB, (10,))
+    hidden = torch.randn(10, 16, requires_grad=True)
+    with MatrixProducts() as forward:
+        logps = fused_head_logps(hidden, weight, targets, 1.0, 4)  # 3 chunks
+    with MatrixProducts() as backward:
+        logps.sum().backward()
+    with torch.no_grad(), MatrixProducts() as inference:
+        fused_head_logps(hidden, weight, targets, 1.0, 4)
+    assert (forward.count, backward.count, inference.count) == (6, 0, 3)

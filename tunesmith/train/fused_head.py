@@ -8,9 +8,15 @@ PyTorch CPU tensor does: each chunk's blocks then land on fresh heap, and with t
 MALLOC_MMAP_THRESHOLD_) a step's chunks stacked up ~16 MB each (256 MB on the bench's tiny Llama).
 
 Here one chunk-sized buffer serves every chunk, in the forward and in the backward pass: the logits are
-computed into it, turned into probabilities in place, and into their own gradient in place. What is kept for
-the backward pass is the hidden states, the targets and one log-sum-exp per token. Values and gradients equal the
-module path (tested against the full-logits formula); it also skips the separate log-softmax pass.
+computed into it and turned into probabilities in place. While they are at hand the forward pass also computes
+each token's d logp / d hidden ((onehot - softmax) / temperature @ weight, tokens x hidden): the backward pass
+only scales it by the upstream gradient. So a frozen head (LoRA) costs two matrix products per chunk, not the
+three of recomputing the logits in backward (logits, again, input gradient), the third of which autograd's
+path avoids only by keeping all the logits. A trained head's weight gradient sums over tokens with their
+upstream factors, so the backward pass recomputes each chunk's logits for it. What is kept for the backward pass
+is that gradient per token (tokens x hidden), the targets, one log-sum-exp per token and, for a trained head,
+the hidden states. Values and gradients equal the module path (tested against the full-logits formula); it also
+skips the separate log-softmax pass.
 
 Only a head that is exactly an nn.Linear without bias, with a whole float32 weight (not LoRA-wrapped, sharded by
 ZeRO-3 or FSDP, or under autocast) goes this way; every other head keeps the module path, whose calls the
@@ -36,47 +42,56 @@ def fuses(head, hidden: torch.Tensor) -> bool:
 def fused_head_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float,
                      chunk_tokens: int) -> torch.Tensor:
     """[n] log softmax(hidden @ weight.T / temperature)[targets], `chunk_tokens` rows at a time."""
-    return _HeadLogps.apply(hidden, weight, targets, temperature, chunk_tokens)
+    grad = torch.is_grad_enabled()  # inside the function's forward it is off
+    return _HeadLogps.apply(hidden, weight, targets, temperature, chunk_tokens,
+                            grad and hidden.requires_grad, grad and weight.requires_grad)
 
 
 class _HeadLogps(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, temperature: float, chunk_tokens: int):
+    def forward(ctx, hidden, weight, targets, temperature: float, chunk_tokens: int, wants_hidden: bool,
+                wants_weight: bool):
         count = hidden.shape[0]
         logps = hidden.new_empty(count)
         log_sum_exp = hidden.new_empty(count)
+        # d logp_t / d hidden_t, one row per token: the input gradient up to each token's upstream factor
+        hidden_jacobian = torch.empty_like(hidden) if wants_hidden else None
         buffer = hidden.new_empty(min(chunk_tokens, count), weight.shape[0])
         for start in range(0, count, chunk_tokens):
             rows = slice(start, start + chunk_tokens)
             logits = _scaled_logits(hidden[rows], weight, temperature, buffer)
             target = logits.gather(1, targets[rows, None]).squeeze(1)
             top = logits.amax(1)
-            log_sum_exp[rows] = logits.sub_(top[:, None]).exp_().sum(1).log_().add_(top)
+            sums = logits.sub_(top[:, None]).exp_().sum(1)
+            log_sum_exp[rows] = sums.log().add_(top)
             logps[rows] = target - log_sum_exp[rows]
-        ctx.save_for_backward(hidden, weight, targets, log_sum_exp)
+            if wants_hidden:  # (onehot - softmax) / temperature @ weight, while the probabilities are at hand
+                probs = logits.div_(sums[:, None])
+                probs.scatter_add_(1, targets[rows, None], probs.new_full((probs.shape[0], 1), -1.0))
+                torch.mm(probs, weight, out=hidden_jacobian[rows]).div_(-temperature)
+        ctx.save_for_backward(hidden if wants_weight else None, weight if wants_weight else None, targets,
+                              log_sum_exp, hidden_jacobian)
         ctx.temperature, ctx.chunk_tokens = temperature, chunk_tokens
         return logps
 
     @staticmethod
     def backward(ctx, grad):
-        hidden, weight, targets, log_sum_exp = ctx.saved_tensors
-        wants_hidden, wants_weight = ctx.needs_input_grad[:2]
-        grad_hidden = torch.empty_like(hidden) if wants_hidden else None
-        grad_weight = torch.zeros_like(weight) if wants_weight else None
-        count = hidden.shape[0]
-        buffer = hidden.new_empty(min(ctx.chunk_tokens, count), weight.shape[0])
-        for start in range(0, count, ctx.chunk_tokens):
-            rows = slice(start, start + ctx.chunk_tokens)
-            # d logp_t / d logits = (onehot_t - softmax) / temperature, scaled by each token's upstream gradient
-            delta = _scaled_logits(hidden[rows], weight, ctx.temperature, buffer)
-            delta.sub_(log_sum_exp[rows, None]).exp_()
-            delta.scatter_add_(1, targets[rows, None], delta.new_full((delta.shape[0], 1), -1.0))
-            delta.mul_(grad[rows, None] / -ctx.temperature)
-            if wants_hidden:
-                torch.mm(delta, weight, out=grad_hidden[rows])
-            if wants_weight:
+        hidden, weight, targets, log_sum_exp, hidden_jacobian = ctx.saved_tensors
+        grad_hidden = hidden_jacobian * grad[:, None] if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:  # the weight's gradient sums over tokens: it needs the upstream factors
+            grad_weight = torch.zeros_like(weight)
+            count = hidden.shape[0]
+            buffer = hidden.new_empty(min(ctx.chunk_tokens, count), weight.shape[0])
+            for start in range(0, count, ctx.chunk_tokens):
+                rows = slice(start, start + ctx.chunk_tokens)
+                # d logp_t / d logits = (onehot_t - softmax) / temperature, scaled by each token's upstream gradient
+                delta = _scaled_logits(hidden[rows], weight, ctx.temperature, buffer)
+                delta.sub_(log_sum_exp[rows, None]).exp_()
+                delta.scatter_add_(1, targets[rows, None], delta.new_full((delta.shape[0], 1), -1.0))
+                delta.mul_(grad[rows, None] / -ctx.temperature)
                 grad_weight.addmm_(delta.T, hidden[rows])
-        return grad_hidden, grad_weight, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def _scaled_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float,
