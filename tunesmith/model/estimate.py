@@ -10,7 +10,7 @@ method, so parameter counts are exactly what training reports. Memory, in bytes,
   Z:   the output head's share: 12 * chunk * vocab (a chunk's float32 logits, their log-softmax and its
        gradient), the head running a chunk of at most train/token_logps.py's LOGIT_ELEMENTS logits at a time
        (chunk = min(tokens, LOGIT_ELEMENTS // vocab), every position a target); a fused float32 head
-       (train/fused_head.py) keeps a third of that,
+       (train/fused_head.py) keeps one buffer of three times the tokens instead: the same bytes,
 the peak is
   P_w + P_o + max(A + Z, P_g)    with grad_accum 1: gradients fill in as activations are freed, and are
                                   dropped (set to None) before the next forward pass;

@@ -39,9 +39,12 @@ def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: fl
     `with_entropy`, (log-probs, [n] entropies of the same distributions, without gradient)."""
     # The module's own size: under ZeRO-3 its weight is a partitioned, empty placeholder outside its forward.
     vocab = getattr(head, "out_features", None) or head.num_embeddings
-    chunk_tokens = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)
     if not softcap and not with_entropy and fuses(head, hidden):
-        return fused_head_logps(hidden, head.weight, targets, temperature, chunk_tokens)
+        # One buffer where the module path keeps three tensors a chunk: three times the tokens in the same bytes
+        # (fewer, larger products: each one repacks the whole weight)
+        fused_tokens = chunk_tokens or max(1, 3 * LOGIT_ELEMENTS // vocab)
+        return fused_head_logps(hidden, head.weight, targets, temperature, fused_tokens)
+    chunk_tokens = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)
     recompute = torch.is_grad_enabled() and (hidden.requires_grad or _trains(head))
     pieces = []
     for chunk in range(_chunk_count(head, hidden, chunk_tokens)):
