@@ -82,6 +82,8 @@ def test_batch_four_equals_four_accumulated_batches_of_one(tiny_model_dir, ident
     assert abs(loss_a - float(naive_loss)) < 1e-5
     assert abs(loss_b - float(naive_loss)) < 1e-5
     assert grads_a.keys() == grads_b.keys() and grads_a
+    # float32 rounding: the fused head's input gradient is its per-token gradient times the upstream factor,
+    # the naive one (softmax - onehot) times the factor, then the weight; elements near zero differ by ~2e-7
     for name, grad in naive_grads.items():
-        torch.testing.assert_close(grads_a[name], grad, rtol=1e-4, atol=1e-7)
-        torch.testing.assert_close(grads_b[name], grad, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(grads_a[name], grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(grads_b[name], grad, rtol=1e-4, atol=1e-6)
