@@ -11,7 +11,6 @@ instead of mapped and page-faulted anew every step (the quickstart: 50 target to
 from __future__ import annotations
 
 import os
-import platform
 
 GLIBC_SETTINGS = {
     "MALLOC_MMAP_THRESHOLD_": "33554432",
@@ -21,9 +20,10 @@ GLIBC_SETTINGS = {
 FIXED_IN = (2, 38)  # memalign looks for a fitting free block first
 
 
-def malloc_note(device_type: str, environ=os.environ, libc: tuple[str, str] | None = None) -> str | None:
+def malloc_note(device_type: str, environ=os.environ,  # env-ok: glibc's own variables, read to not override them
+                libc: tuple[str, str] | None = None) -> str | None:
     """What to export for CPU training on an older glibc, unless the user set any of it (their choice)."""
-    name, version = libc or platform.libc_ver()
+    name, version = libc or _running_libc()
     if device_type != "cpu" or name != "glibc" or _parse(version) >= FIXED_IN:
         return None
     if any(key in environ for key in GLIBC_SETTINGS):
@@ -31,6 +31,16 @@ def malloc_note(device_type: str, environ=os.environ, libc: tuple[str, str] | No
     exports = " ".join(f"{key}={value}" for key, value in GLIBC_SETTINGS.items())
     return (f"note: glibc {version}'s heap grows past its use in CPU training (SmolLM2: ~1.4x the peak memory); "
             f"export {exports} before tunesmith train (README: Speed on CPU)")
+
+
+def _running_libc() -> tuple[str, str]:
+    """(name, version) of the C library this process runs on (the platform module reports the one the
+    interpreter was built against)."""
+    try:
+        name, _, version = os.confstr("CS_GNU_LIBC_VERSION").partition(" ")
+    except (ValueError, OSError, AttributeError):  # not glibc, or no confstr
+        return "", ""
+    return name, version
 
 
 def _parse(version: str) -> tuple[int, ...]:

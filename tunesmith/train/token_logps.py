@@ -30,6 +30,9 @@ from tunesmith.train.forward import MEDIA_KEYS, decoder_hidden
 from tunesmith.train.fused_head import fused_head_logps, fuses
 
 LOGIT_ELEMENTS = 1 << 22  # logits alive at once: 4M float32 values (16 MB), e.g. 85 tokens of a 49k vocab
+# The fused head (train/fused_head.py) keeps one buffer where the module path keeps three tensors a chunk: three
+# times the tokens in the same bytes (fewer, larger products: each one repacks the whole weight).
+FUSED_LOGIT_ELEMENTS = 3 * LOGIT_ELEMENTS
 
 
 def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: float | None = None,
@@ -40,9 +43,7 @@ def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: fl
     # The module's own size: under ZeRO-3 its weight is a partitioned, empty placeholder outside its forward.
     vocab = getattr(head, "out_features", None) or head.num_embeddings
     if not softcap and not with_entropy and fuses(head, hidden):
-        # One buffer where the module path keeps three tensors a chunk: three times the tokens in the same bytes
-        # (fewer, larger products: each one repacks the whole weight)
-        fused_tokens = chunk_tokens or max(1, 3 * LOGIT_ELEMENTS // vocab)
+        fused_tokens = chunk_tokens or max(1, FUSED_LOGIT_ELEMENTS // vocab)
         return fused_head_logps(hidden, head.weight, targets, temperature, fused_tokens)
     chunk_tokens = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)
     recompute = torch.is_grad_enabled() and (hidden.requires_grad or _trains(head))
