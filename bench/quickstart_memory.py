@@ -33,7 +33,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import is_malloc_setting, run_child, smollm2_dir  # noqa: E402
 
-from tunesmith.train.malloc_note import GLIBC_SETTINGS  # noqa: E402  (as scripts/quickstart.sh exports them)
+from tunesmith.train.glibc_heap import GLIBC_SETTINGS  # noqa: E402  (as scripts/quickstart.sh exports them)
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"default": {}, "checkpointing": {"gradient_checkpointing": True},

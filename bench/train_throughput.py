@@ -43,7 +43,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_assets import DATASET, build_assets  # noqa: E402
 
-from tunesmith.train.malloc_note import GLIBC_SETTINGS  # noqa: E402  (scripts/quickstart.sh's; why: that module)
+from tunesmith.train.glibc_heap import GLIBC_SETTINGS  # noqa: E402  (scripts/quickstart.sh's; why: that module)
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, MAX_LEN, LR = 8, 256, 1e-4

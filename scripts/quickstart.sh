@@ -10,7 +10,7 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1
 # glibc malloc for CPU training: the heap kept and reused instead of tensors page-faulted anew every step, and
-# tcache and fastbins off so that freed tensors merge back (tunesmith/train/malloc_note.py says why, in figures).
+# tcache and fastbins off so that freed tensors merge back (tunesmith/train/glibc_heap.py says why, in figures).
 export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-33554432}
 export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-1073741824}
 export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0}

@@ -1,5 +1,6 @@
-"""Norm outputs and act(gate) * up rebuilt in the backward pass instead of kept (model/recompute.py): autograd's
-loss and gradients bit for bit, exactly those tensors' bytes less, and out of the way of other saved-tensor hooks."""
+"""Norm outputs, trained norms' normalised inputs and act(gate) * up rebuilt in the backward pass instead of kept
+(model/recompute.py): autograd's loss and gradients bit for bit, exactly those tensors' bytes less, and out of the
+way of other saved-tensor hooks."""
 
 from __future__ import annotations
 
@@ -54,24 +55,46 @@ def test_a_graph_kept_for_a_second_backward_rebuilds_again():
 
 def test_under_autocast_the_rebuilt_tensors_match_the_forward():
     """float32 weights, bf16 compute: the linears keep autocast's bf16 copies of the norms' outputs (nothing to
-    rebuild there) and the bf16 product act(gate) * up itself, which is rebuilt."""
+    rebuild there); the bf16 product act(gate) * up and the norms' float32 normalised inputs are rebuilt."""
     plain = tiny("llama", "full")
     rebuilt = rebuilding(plain)
     ids = torch.randint(0, SHAPE["vocab_size"], (2, 12))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert held(plain, ids) - held(rebuilt, ids) == LAYERS * INTERMEDIATE * ids.numel() * 2
+        expected = LAYERS * INTERMEDIATE * 2 + 2 * LAYERS * HIDDEN * 4
+        assert held(plain, ids) - held(rebuilt, ids) == expected * ids.numel()
         assert_same_training(plain, rebuilt, ids)
 
 
-def test_exactly_the_rebuilt_tensors_are_no_longer_held():
-    plain = tiny("llama", "lora")
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_exactly_the_rebuilt_tensors_are_no_longer_held(method):
+    plain = tiny("llama", method)
     ids = torch.randint(0, SHAPE["vocab_size"], (2, 12))
     tensor = ids.numel() * 4  # bytes of one float32 value per token
-    # Per layer: the product act(gate) * up (the down projection's LoRA input) and both norms' outputs (the
-    # LoRA inputs of q/k/v and of gate/up). Layer 0's first norm reads the frozen embeddings: it keeps no input
-    # of its own, so the recipe keeps that input in place of the output, the same bytes.
-    rebuilt = LAYERS * INTERMEDIATE + (2 * LAYERS - 1) * HIDDEN
+    # Per layer: the product act(gate) * up (the down projection's input) and both norms' outputs (the inputs
+    # of q/k/v and of gate/up). With LoRA, layer 0's first norm reads the frozen embeddings: it keeps no input of
+    # its own, so the recipe keeps that input in place of the output, the same bytes. Full fine-tuning trains
+    # the norms: each also keeps its normalised input for its weight's gradient, rebuilt too.
+    rebuilt = LAYERS * INTERMEDIATE + (2 * LAYERS - 1) * HIDDEN if method == "lora" else \
+        LAYERS * INTERMEDIATE + 2 * LAYERS * HIDDEN + 2 * LAYERS * HIDDEN
     assert held(plain, ids) - held(rebuilding(plain), ids) == rebuilt * tensor
+
+
+def test_a_norm_the_formula_does_not_give_keeps_its_normalised_input():
+    """An RMSNorm of another form (here x / mean |x|): the check at saving time finds it out."""
+    import types
+
+    def mean_abs_norm(self, x):
+        return self.weight * (x / (x.abs().mean(-1, keepdim=True) + self.variance_epsilon))
+
+    plain = tiny("llama", "full")
+    for layer in plain.get_decoder().layers:
+        layer.input_layernorm.forward = types.MethodType(mean_abs_norm, layer.input_layernorm)
+    rebuilt = rebuilding(plain)
+    ids = torch.randint(0, SHAPE["vocab_size"], (2, 12))
+    # As above for full fine-tuning, less the input norms' normalised inputs, which stay kept
+    expected = LAYERS * INTERMEDIATE + 2 * LAYERS * HIDDEN + LAYERS * HIDDEN
+    assert held(plain, ids) - held(rebuilt, ids) == expected * ids.numel() * 4
+    assert_same_training(plain, rebuilt, ids)
 
 
 def test_sharded_norms_keep_their_outputs():

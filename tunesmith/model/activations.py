@@ -19,7 +19,8 @@ a = heads, R = bytes of the weights' dtype (the residual stream), E = bytes of t
 
 model/recompute.py rebuilds the down input of a gated MLP from gate and up (0 instead of E i) and, where norm
 weights are whole (not ZeRO-3 / FSDP), the q/k/v and gate/up inputs from their norm's input: that costs nothing
-where the norm keeps its input itself (a float32 input that needs a gradient), else R h as before. Where
+where the norm keeps its input itself (a float32 input that needs a gradient), else R h as before; so does a
+trained norm's normalised input. Where
 autocast casts a linear's input (E != R), each such linear keeps its own E h copy instead, which nothing rebuilds.
 
 Layers before the first one with anything to train keep nothing (no gradient flows there). With gradient
@@ -115,8 +116,8 @@ def layer_bytes(layer, shape: LayerShape, e: int, r: int, input_needs_grad: bool
     h, kv, h_q = shape.hidden, shape.kv_heads * shape.head_dim, shape.heads * shape.head_dim
     roles = _linear_roles(layer)
     gated = is_gated_mlp(layer.mlp)
-    total = _norm_bytes(layer.input_layernorm, h, r, input_needs_grad)
-    total += _norm_bytes(layer.post_attention_layernorm, h, r, input_needs_grad=True)
+    total = _norm_bytes(layer.input_layernorm, h, r, input_needs_grad, rebuilds.norm_outputs)
+    total += _norm_bytes(layer.post_attention_layernorm, h, r, input_needs_grad=True, rebuilt=rebuilds.norm_outputs)
     total += e * (2 * h_q + 2 * kv) + 4 * shape.heads + (2 + (not gated)) * e * shape.intermediate
     # A norm's output rebuilt from its input costs nothing where the norm keeps that input itself (float32).
     total += _input_bytes(roles, ATTENTION_INPUTS, h, e, r,
@@ -129,8 +130,11 @@ def layer_bytes(layer, shape: LayerShape, e: int, r: int, input_needs_grad: bool
     return total
 
 
-def _norm_bytes(norm, hidden: int, r: int, input_needs_grad: bool) -> int:
-    return (4 * hidden + 4) * input_needs_grad + r * hidden * _trains(norm)
+def _norm_bytes(norm, hidden: int, r: int, input_needs_grad: bool, rebuilt: bool = False) -> int:
+    # The normalised input, for a trained weight's gradient, is rebuilt from the float32 input, which the norm keeps
+    # (or, when that needs no gradient, its output's recipe: counted with the linears that read it).
+    normalised = 0 if rebuilt and r == 4 else r * hidden
+    return (4 * hidden + 4) * input_needs_grad + normalised * _trains(norm)
 
 
 def _linear_roles(layer) -> dict:
