@@ -10,10 +10,11 @@ weight's 2F for input and weight gradients; LoRA's rank-8 adapters are left out,
     decoder  D = layers * (q, k, v, o projections + 3 MLP matrices) + attention scores (2 * row length * hidden)
     head     V = hidden * vocab
     LoRA:  LF = 2D + 2V          tunesmith = 2D + 2Vf
-    full:  LF = 3D + 3V          tunesmith = 3D + 4Vf        (f: target tokens over all tokens)
+    full:  LF = 3D + 3V          tunesmith = 3D + 3Vf        (f: target tokens over all tokens)
 
-(train/fused_head.py computes the input gradient in the forward pass, two products per token for a frozen head;
-a trained head's weight gradient needs the logits again in backward, one product more than autograd's path.)
+(train/fused_head.py computes the input gradient in the forward pass, two products per token for a frozen head,
+and for sft's summed loss a trained head's weight gradient there too, three; other stages' trained heads
+recompute the logits in backward, four.)
 
 Attention's backward (about twice its forward) is counted once per pass as the weights are: that understates
 both sides' shared work, so the ratio below is if anything too high.
@@ -57,8 +58,7 @@ def main() -> None:
     print(f"{args.model_dir.name}: decoder {decoder / 1e6:.1f}M, head {head / 1e6:.1f}M multiply-adds per token; "
           f"target fraction {fraction:.3f}")
     for method, passes in (("lora", 2), ("full", 3)):
-        head_passes = passes + (method == "full")  # the trained head's logits, recomputed for its gradient
-        llamafactory, tunesmith = passes * (decoder + head), passes * decoder + head_passes * head * fraction
+        llamafactory, tunesmith = passes * (decoder + head), passes * (decoder + head * fraction)
         print(f"{method}: ceiling of tunesmith / LLaMA-Factory target tokens/s = {llamafactory / tunesmith:.3f}")
 
 

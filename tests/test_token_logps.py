@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tunesmith.data.collator import TARGET_INDEX, pad_batch, target_index
 from tunesmith.data.records import Encoded
@@ -163,29 +164,53 @@ def test_a_stage_trains_through_the_wrappers_forward():
     assert calls == [logps.shape]
 
 
-def test_a_frozen_fused_head_multiplies_no_matrix_in_backward_and_none_without_grad():
-    """The input gradient per token comes out of the forward pass, where the probabilities are at hand; a
-    forward without gradients computes the log-probs alone."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+class MatrixProducts(TorchDispatchMode):
+    """Counts the matrix products run while it is on."""
 
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.addmm_)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("head_trains, summed, products", [
+    (False, False, (6, 0, 3)),  # logits and input gradient per chunk, both in the forward pass
+    (True, True, (9, 0, 3)),  # the weight gradient's sum too, while the probabilities are at hand
+    (True, False, (6, 6, 3)),  # per-token factors: the backward pass recomputes the logits for the weight
+])
+def test_matrix_products_of_the_fused_head_per_pass(head_trains, summed, products):
+    """3 chunks: forward, backward, and a forward without gradients (the log-probs alone)."""
     from tunesmith.train.fused_head import fused_head_logps
 
-    class MatrixProducts(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.count = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.count += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm)
-            return func(*args, **(kwargs or {}))
-
     torch.manual_seed(2)
-    weight, targets = torch.randn(VOCAB, 16), torch.randint(VOCAB, (10,))
+    weight, targets = torch.randn(VOCAB, 16, requires_grad=head_trains), torch.randint(VOCAB, (10,))
     hidden = torch.randn(10, 16, requires_grad=True)
     with MatrixProducts() as forward:
-        logps = fused_head_logps(hidden, weight, targets, 1.0, 4)  # 3 chunks
+        logps = fused_head_logps(hidden, weight, targets, 1.0, 4, summed)
     with MatrixProducts() as backward:
         logps.sum().backward()
     with torch.no_grad(), MatrixProducts() as inference:
-        fused_head_logps(hidden, weight, targets, 1.0, 4)
-    assert (forward.count, backward.count, inference.count) == (6, 0, 3)
+        fused_head_logps(hidden, weight, targets, 1.0, 4, summed)
+    assert (forward.count, backward.count, inference.count) == products
+
+
+@pytest.mark.parametrize("factors", ["one for all", "per token"])
+def test_a_summed_trained_head_gives_the_formulas_gradients(factors):
+    """`summed` computes the weight gradient's sum in the forward pass; a backward whose factors turn out
+    unequal recomputes it from the logits instead: both equal the full-logits formula."""
+    from tunesmith.train.fused_head import fused_head_logps
+
+    torch.manual_seed(3)
+    weight, targets = torch.randn(VOCAB, 16, requires_grad=True), torch.randint(VOCAB, (10,))
+    hidden = torch.randn(10, 16, requires_grad=True)
+    upstream = torch.full((10,), -0.125) if factors == "one for all" else torch.randn(10)
+    logps = fused_head_logps(hidden, weight, targets, 0.7, 4, summed=True)
+    grads = torch.autograd.grad((logps * upstream).sum(), [hidden, weight])
+    expected = (hidden.double() @ weight.double().T / 0.7).log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+    expected_grads = torch.autograd.grad((expected * upstream.double()).sum(), [hidden, weight])
+    torch.testing.assert_close(logps.double(), expected, rtol=1e-5, atol=1e-6)
+    for grad, expected_grad in zip(grads, expected_grads):  # float32 sums over tokens against float64's
+        torch.testing.assert_close(grad, expected_grad.float(), rtol=1e-5, atol=1e-5)

@@ -36,15 +36,17 @@ FUSED_LOGIT_ELEMENTS = 3 * LOGIT_ELEMENTS
 
 
 def chunked_logps(head, hidden: torch.Tensor, targets: torch.Tensor, softcap: float | None = None,
-                  chunk_tokens: int | None = None, temperature: float = 1.0, with_entropy: bool = False):
+                  chunk_tokens: int | None = None, temperature: float = 1.0, with_entropy: bool = False,
+                  summed: bool = False):
     """[n] log softmax(head(hidden_i) / temperature)[targets_i] in float32, for hidden [n, h], with logits capped
     to softcap * tanh(logits / softcap) when softcap is set (Gemma 2); equal to the unchunked formula. With
-    `with_entropy`, (log-probs, [n] entropies of the same distributions, without gradient)."""
+    `with_entropy`, (log-probs, [n] entropies of the same distributions, without gradient). `summed`: the caller
+    sums the log-probs with one factor for all (cross entropy), which lets the fused head skip a product."""
     # The module's own size: under ZeRO-3 its weight is a partitioned, empty placeholder outside its forward.
     vocab = getattr(head, "out_features", None) or head.num_embeddings
     if not softcap and not with_entropy and fuses(head, hidden):
         fused_tokens = chunk_tokens or max(1, FUSED_LOGIT_ELEMENTS // vocab)
-        return fused_head_logps(hidden, head.weight, targets, temperature, fused_tokens)
+        return fused_head_logps(hidden, head.weight, targets, temperature, fused_tokens, summed)
     chunk_tokens = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)
     recompute = torch.is_grad_enabled() and (hidden.requires_grad or _trains(head))
     pieces = []
@@ -121,7 +123,8 @@ class LogpsModel(torch.nn.Module):
             return getattr(self.backbone, name)
 
     def forward(self, input_ids, target_index=None, target_ids=None, attention_mask=None, position_ids=None,
-                token_index=None, temperature: float = 1.0, with_entropy: bool = False, **kwargs):
+                token_index=None, temperature: float = 1.0, with_entropy: bool = False, summed: bool = False,
+                **kwargs):
         if target_index is None:  # called as the causal LM it wraps (generation, comparing logits after training)
             return self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                  **kwargs)
@@ -131,7 +134,7 @@ class LogpsModel(torch.nn.Module):
         # Position t predicts token t + 1; target_index holds the flat positions (row * width + t) that do.
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_index)
         return chunked_logps(self.backbone.get_output_embeddings(), hidden, target_ids, softcap_of(self.backbone),
-                             temperature=temperature, with_entropy=with_entropy)
+                             temperature=temperature, with_entropy=with_entropy, summed=summed)
 
     def save_pretrained(self, folder, state_dict: dict | None = None, **kwargs) -> None:
         """The backbone's own files; state_dict (keyed as this wrapper's, as ZeRO-3 gathers it) written instead."""
@@ -140,13 +143,14 @@ class LogpsModel(torch.nn.Module):
         self.backbone.save_pretrained(folder, state_dict=state_dict, **kwargs)
 
 
-def token_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def token_logps(model, batch: dict[str, torch.Tensor], summed: bool = False) -> torch.Tensor:
     """[targets] the log-prob of every trained token of the batch (labels != -100 after the first position), in
     the order of the collator's flat target index (row by row). `model` is a LogpsModel (as a stage prepares it,
-    possibly inside a distributed wrapper) or any causal LM, wrapped here for the call."""
+    possibly inside a distributed wrapper) or any causal LM, wrapped here for the call. `summed`: the caller
+    takes their plain sum (cross entropy; see chunked_logps)."""
     index = batch[TARGET_INDEX]
     target_ids = batch["labels"].reshape(-1).index_select(0, index + 1)
-    return _logps_call(model, batch, index, target_ids)
+    return _logps_call(model, batch, index, target_ids, summed=summed)
 
 
 def tail_logps(model, batch: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0,

@@ -148,4 +148,4 @@ class TokenStage(Stage):
         return batch[TARGET_INDEX].numel()
 
     def loss(self, model, batch):
-        return cross_entropy_sum(token_logps(model, batch)), {}
+        return cross_entropy_sum(token_logps(model, batch, summed=True)), {}
