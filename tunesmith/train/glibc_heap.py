@@ -60,22 +60,28 @@ def free_page_releaser(device_type: str, libc: tuple[str, str] | None = None) ->
 
 
 def release_between_layers(model, release: Callable[[], None]) -> int:
-    """Call `release` after every LAYERS_PER_RELEASE-th decoder layer of `model`, in its forward pass and once
-    the backward pass is through it; returns how many layers."""
+    """Call `release` after every LAYERS_PER_RELEASE-th decoder layer of `model` in a training forward pass, and
+    once the backward pass is through it; returns how many layers. Forward passes without gradients (evaluation,
+    generation: a pass per token) keep little and release nothing."""
+    import torch
 
     def release_hook(*_) -> None:  # (a hook's return value would replace the output or gradient it is given)
         release()
 
+    def release_after_forward(layer, args, kwargs, output) -> None:
+        if torch.is_grad_enabled():
+            release()
+
     def release_after_backward(layer, args, kwargs) -> None:
         hidden = args[0] if args else kwargs.get("hidden_states")
-        if getattr(hidden, "requires_grad", False):  # its gradient is computed once the layer's backward is done
-            hidden.register_hook(release_hook)
+        if torch.is_grad_enabled() and getattr(hidden, "requires_grad", False):
+            hidden.register_hook(release_hook)  # runs once the gradient of the layer's input is computed
 
     layers = [module for module in model.modules() if type(module).__name__.endswith("DecoderLayer")]
     chosen = layers[LAYERS_PER_RELEASE - 1::LAYERS_PER_RELEASE]
     for layer in chosen:
         layer.register_forward_pre_hook(release_after_backward, with_kwargs=True)
-        layer.register_forward_hook(release_hook)
+        layer.register_forward_hook(release_after_forward, with_kwargs=True)
     return len(chosen)
 
 
