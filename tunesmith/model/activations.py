@@ -19,9 +19,9 @@ a = heads, R = bytes of the weights' dtype (the residual stream), E = bytes of t
 
 model/recompute.py rebuilds the down input of a gated MLP from gate and up (0 instead of E i) and, where norm
 weights are whole (not ZeRO-3 / FSDP), the q/k/v and gate/up inputs from their norm's input: that costs nothing
-where the norm keeps its input itself (a float32 input that needs a gradient), else R h as before; so does a
-trained norm's normalised input. Where
-autocast casts a linear's input (E != R), each such linear keeps its own E h copy instead, which nothing rebuilds.
+where the norm keeps its input itself (a float32 input that needs a gradient), else R h as before; a trained
+norm's float32 normalised input is rebuilt from the same input (0). Where autocast casts a linear's input
+(E != R), each such linear keeps its own E h copy instead, which nothing rebuilds.
 
 Layers before the first one with anything to train keep nothing (no gradient flows there). With gradient
 checkpointing each layer keeps only its input (R h) and one layer's activations are rebuilt at a time.
