@@ -135,6 +135,12 @@ def decoder_layers(model):
     raise TunesmithError("method freeze: could not find the decoder layers of this model; use lora or full")
 
 
+def decoder_layer_modules(model) -> list:
+    """Every decoder layer of `model` (a module whose class is a *DecoderLayer), in order; none for other models.
+    For hooks that apply where they find layers; `decoder_layers` is for methods that need them."""
+    return [module for module in model.modules() if type(module).__name__.endswith("DecoderLayer")]
+
+
 def count_parameters(model) -> ParamCount:
     """Trainable and total parameters, counted as peft counts them (4-bit weights count twice their numel)."""
     if hasattr(model, "get_nb_trainable_parameters"):

@@ -153,7 +153,9 @@ def is_norm(module) -> bool:
 def recompute_cheap_activations(model) -> int:
     """Run every decoder layer of `model` under the hook, with its norms' outputs as recipes (in place,
     instance by instance); returns how many layers. Gated MLPs give their own recipe (model/gated_mlp.py)."""
-    layers = [module for module in model.modules() if type(module).__name__.endswith("DecoderLayer")]
+    from tunesmith.model.methods import decoder_layer_modules
+
+    layers = decoder_layer_modules(model)
     for layer in layers:
         layer.forward = functools.partial(_run_layer, layer.forward)
         for child in layer.children():

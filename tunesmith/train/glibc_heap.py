@@ -65,6 +65,8 @@ def release_between_layers(model, release: Callable[[], None]) -> int:
     generation: a pass per token) keep little and release nothing."""
     import torch
 
+    from tunesmith.model.methods import decoder_layer_modules
+
     def release_hook(*_) -> None:  # (a hook's return value would replace the output or gradient it is given)
         release()
 
@@ -77,8 +79,7 @@ def release_between_layers(model, release: Callable[[], None]) -> int:
         if torch.is_grad_enabled() and getattr(hidden, "requires_grad", False):
             hidden.register_hook(release_hook)  # runs once the gradient of the layer's input is computed
 
-    layers = [module for module in model.modules() if type(module).__name__.endswith("DecoderLayer")]
-    chosen = layers[LAYERS_PER_RELEASE - 1::LAYERS_PER_RELEASE]
+    chosen = decoder_layer_modules(model)[LAYERS_PER_RELEASE - 1::LAYERS_PER_RELEASE]
     for layer in chosen:
         layer.register_forward_pre_hook(release_after_backward, with_kwargs=True)
         layer.register_forward_hook(release_after_forward, with_kwargs=True)
