@@ -10,7 +10,7 @@ from conftest import LF_DATA
 from tunesmith.infer.settings import GenerationSettings
 from vision_models import build_tiny_qwen2_vl
 
-IMAGE = str(LF_DATA / "mllm_demo_data" / "2.jpg")
+IMAGE = str((LF_DATA / "mllm_demo_data" / "2.jpg").resolve())  # as the path guard gives it back (links followed)
 
 
 @pytest.fixture(scope="module")
